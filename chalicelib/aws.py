@@ -1,0 +1,74 @@
+"""The AWS edge: client construction and error classification.
+
+Only edge modules (``lease``, ``store``, ``tasks``) import this; they translate what it classifies
+into the typed errors of ``chalicelib.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+# Short connect timeouts: a stop budget of ~100 s must leave room for several retries.
+_CONFIG = Config(
+    connect_timeout=3,
+    read_timeout=30,
+    retries={"max_attempts": 3, "mode": "standard"},
+)
+
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "503",
+        "500",
+    }
+)
+
+TRANSPORT_ERRORS = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ReadTimeoutError,
+    BotoCoreError,
+)
+
+
+def client(service: str, region: str | None = None, endpoint_url: str | None = None) -> Any:
+    """A boto3 client; ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) points it at a local stand-in."""
+    return boto3.session.Session().client(
+        service, region_name=region, endpoint_url=endpoint_url, config=_CONFIG
+    )
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def http_status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the same call may succeed if tried again."""
+    if isinstance(exc, ClientError):
+        return error_code(exc) in TRANSIENT_CODES or http_status(exc) >= 500
+    return isinstance(exc, TRANSPORT_ERRORS)
+
+
+__all__ = ["ClientError", "client", "error_code", "http_status", "is_transient"]

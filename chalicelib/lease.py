@@ -1,0 +1,394 @@
+"""The lease: one DynamoDB item per database that says who may write it.
+
+Safety never depends on clocks: every write is conditioned on the holder and its fencing
+token. Clocks decide only when an expired lease may be taken over. The item is never deleted
+(release keeps it) so the token only ever grows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from chalicelib import aws
+from chalicelib.errors import LeaseHeld, LeaseLost, LeaseUnavailable
+
+FREE = "FREE"
+RESERVED = "RESERVED"
+HELD = "HELD"
+
+# "Nobody may be relying on it": the item does not exist yet, or it is FREE,
+# or whoever had it let its time run out.
+COND_TAKEABLE = "attribute_not_exists(pk) OR #state = :free OR expires_at < :now"
+
+# "Takeable, or reserved for exactly this reservation" (a task started by a wake).
+COND_ACQUIRABLE = f"{COND_TAKEABLE} OR (#state = :reserved AND holder = :reservation)"
+
+# "I still hold it": HELD, by me, with the fencing token I was given.
+COND_HOLDER = "#state = :held AND holder = :holder AND #token = :token"
+
+# "It is still held or reserved by the holder ECS just reported dead."
+COND_HELD_BY = "holder = :holder AND (#state = :held OR #state = :reserved)"
+
+# "The item exists" (wake keepalives must not create a lease out of thin air).
+COND_EXISTS = "attribute_exists(pk)"
+
+_NAMES = {"#state": "state", "#token": "token"}
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_dynamo(value: Any) -> dict[str, Any]:
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    elif isinstance(value, dict):
+        return {"M": {k: _to_dynamo(v) for k, v in value.items() if v is not None}}
+    return _serializer.serialize(value)
+
+
+def _from_dynamo(value: Any) -> Any:
+    plain = _deserializer.deserialize(value)
+    return _plain(plain)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A snapshot of the lease item as last read or written."""
+
+    name: str
+    state: str = FREE
+    holder: str | None = None
+    token: int = 0
+    expires_at: float = 0.0
+    reservation_id: str | None = None
+    task_arn: str | None = None
+    endpoint: str | None = None
+    acquired_at: float | None = None
+    reserved_at: float | None = None
+    last_wake: float | None = None
+    last_upload: Mapping[str, Any] | None = None
+    last_unsynced_stop: Mapping[str, Any] | None = None
+    last_holder: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    _KNOWN = frozenset(
+        {
+            "pk", "state", "holder", "token", "expires_at", "reservation_id", "task_arn",
+            "endpoint", "acquired_at", "reserved_at", "last_wake", "last_upload",
+            "last_unsynced_stop", "last_holder",
+        }
+    )
+
+    @classmethod
+    def from_item(cls, name: str, item: Mapping[str, Any] | None) -> Lease:
+        if not item:
+            return cls(name=name)
+        data = {k: _from_dynamo(v) for k, v in item.items()}
+        return cls(
+            name=name,
+            state=data.get("state", FREE),
+            holder=data.get("holder"),
+            token=int(data.get("token", 0)),
+            expires_at=float(data.get("expires_at", 0)),
+            reservation_id=data.get("reservation_id"),
+            task_arn=data.get("task_arn"),
+            endpoint=data.get("endpoint"),
+            acquired_at=data.get("acquired_at"),
+            reserved_at=data.get("reserved_at"),
+            last_wake=data.get("last_wake"),
+            last_upload=data.get("last_upload"),
+            last_unsynced_stop=data.get("last_unsynced_stop"),
+            last_holder=data.get("last_holder"),
+            extra={k: v for k, v in data.items() if k not in cls._KNOWN},
+        )
+
+    def is_live(self, now: float) -> bool:
+        """Held or reserved by someone whose time has not run out."""
+        return self.state in (HELD, RESERVED) and self.expires_at >= now
+
+    def held_by(self, holder: str, token: int) -> bool:
+        return self.state == HELD and self.holder == holder and self.token == token
+
+
+class LeaseTable:
+    """DynamoDB edge of the lease. All writes are conditional; see the COND_* constants."""
+
+    def __init__(
+        self,
+        table: str,
+        name: str,
+        client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        self.table = table
+        self.name = name
+        self._client = client or aws.client("dynamodb", region, endpoint_url)
+        self._clock = clock
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def read(self) -> Lease:
+        try:
+            response = self._client.get_item(
+                TableName=self.table, Key=self._key(), ConsistentRead=True
+            )
+        except aws.ClientError as exc:
+            raise self._unavailable("read", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise self._unavailable("read", exc) from exc
+        return Lease.from_item(self.name, response.get("Item"))
+
+    # -- the agent's operations ------------------------------------------------------------
+
+    def acquire(
+        self,
+        holder: str,
+        ttl: float,
+        reservation_id: str | None = None,
+        task_arn: str | None = None,
+    ) -> Lease:
+        """Take the lease for ``holder``; the fencing token goes up by one.
+
+        Raises ``LeaseHeld`` when someone else is live on it.
+        """
+        now = self._clock()
+        values: dict[str, Any] = {
+            ":free": FREE,
+            ":reserved": RESERVED,
+            ":held": HELD,
+            ":now": now,
+            ":reservation": reservation_id or "\x00no-reservation",
+            ":holder": holder,
+            ":expires": now + ttl,
+            ":one": 1,
+            ":zero": 0,
+        }
+        sets = [
+            "#state = :held",
+            "holder = :holder",
+            "#token = if_not_exists(#token, :zero) + :one",
+            "expires_at = :expires",
+            "acquired_at = :now",
+            "updated_at = :now",
+        ]
+        if task_arn:
+            sets.append("task_arn = :task")
+            values[":task"] = task_arn
+        if reservation_id:
+            sets.append("reservation_id = :reservation")
+        expression = "SET " + ", ".join(sets)
+        if not reservation_id:
+            expression += " REMOVE reservation_id"
+        try:
+            return self._update(expression, COND_ACQUIRABLE, values)
+        except _ConditionFailed as failed:
+            current = failed.lease or self.read()
+            raise LeaseHeld(
+                self.name, current.holder, current.state, current.expires_at
+            ) from failed.__cause__
+
+    def renew(self, holder: str, token: int, ttl: float) -> Lease:
+        """Extend the lease; ``LeaseLost`` if it is no longer ours."""
+        now = self._clock()
+        return self._as_holder(
+            holder,
+            token,
+            "SET expires_at = :expires, updated_at = :now",
+            {":expires": now + ttl, ":now": now},
+            "renew",
+        )
+
+    def record_upload(self, holder: str, token: int, upload: Mapping[str, Any]) -> Lease:
+        """Note the last verified upload on the lease (the control plane's proof of sync)."""
+        return self._as_holder(
+            holder,
+            token,
+            "SET last_upload = :upload, updated_at = :now",
+            {":upload": dict(upload), ":now": self._clock()},
+            "record upload",
+        )
+
+    def release(self, holder: str, token: int) -> Lease:
+        """Give the lease back; the token is kept so the next holder's is larger."""
+        return self._as_holder(
+            holder,
+            token,
+            "SET #state = :free, expires_at = :zero, last_holder = holder, updated_at = :now "
+            "REMOVE holder, reservation_id",
+            {":free": FREE, ":zero": 0, ":now": self._clock()},
+            "release",
+        )
+
+    # -- the control plane's operations ----------------------------------------------------
+
+    def reserve(self, reservation_id: str, timeout: float) -> Lease:
+        """Reserve a free lease for a task about to be started; ``LeaseHeld`` if not free."""
+        now = self._clock()
+        values = {
+            ":free": FREE,
+            ":reserved": RESERVED,
+            ":now": now,
+            ":holder": reservation_id,
+            ":expires": now + timeout,
+        }
+        try:
+            return self._update(
+                "SET #state = :reserved, holder = :holder, reservation_id = :holder, "
+                "expires_at = :expires, reserved_at = :now, last_wake = :now, updated_at = :now "
+                "REMOVE task_arn, endpoint",
+                COND_TAKEABLE,
+                values,
+            )
+        except _ConditionFailed as failed:
+            current = failed.lease or self.read()
+            raise LeaseHeld(
+                self.name, current.holder, current.state, current.expires_at
+            ) from failed.__cause__
+
+    def force_release(self, holder: str) -> Lease:
+        """Free a lease whose holder (a reservation or a task) is known to be dead.
+
+        ``LeaseLost`` if it is no longer held or reserved by that holder (nothing to do).
+        """
+        values = {
+            ":holder": holder,
+            ":held": HELD,
+            ":reserved": RESERVED,
+            ":free": FREE,
+            ":zero": 0,
+            ":now": self._clock(),
+        }
+        try:
+            return self._update(
+                "SET #state = :free, expires_at = :zero, last_holder = holder, updated_at = :now "
+                "REMOVE holder, reservation_id",
+                COND_HELD_BY,
+                values,
+            )
+        except _ConditionFailed as failed:
+            raise LeaseLost(self.name, holder, -1, "not held by it") from failed.__cause__
+
+    def touch_wake(self) -> Lease:
+        """Record a wake request: the agent's idle timer starts again from now."""
+        now = self._clock()
+        try:
+            return self._update(
+                "SET last_wake = :now", COND_EXISTS, {":now": now}, names=False
+            )
+        except _ConditionFailed:
+            return self.read()
+
+    def set_fields(self, fields: Mapping[str, Any], condition: str | None = None,
+                   values: Mapping[str, Any] | None = None) -> Lease:
+        """Set plain attributes (task ARN, endpoint, unsynced stop record, ...).
+
+        ``condition`` and ``values`` guard the write; ``LeaseLost`` when the guard fails.
+        """
+        sets = []
+        all_values: dict[str, Any] = dict(values or {})
+        for index, (name, value) in enumerate(fields.items()):
+            sets.append(f"{name} = :f{index}")
+            all_values[f":f{index}"] = value
+        try:
+            return self._update(
+                "SET " + ", ".join(sets),
+                condition,
+                all_values,
+                names=condition is not None and "#" in condition,
+            )
+        except _ConditionFailed as failed:
+            raise LeaseLost(self.name, "?", -1, "guard failed") from failed.__cause__
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _key(self) -> dict[str, Any]:
+        return {"pk": {"S": self.name}}
+
+    def _as_holder(
+        self, holder: str, token: int, expression: str, values: dict[str, Any], what: str
+    ) -> Lease:
+        values = {**values, ":held": HELD, ":holder": holder, ":token": token}
+        try:
+            return self._update(expression, COND_HOLDER, values)
+        except _ConditionFailed as failed:
+            current = failed.lease
+            detail = f"{what} refused"
+            if current is not None:
+                detail += f"; now {current.state} by {current.holder!r} token {current.token}"
+            raise LeaseLost(self.name, holder, token, detail) from failed.__cause__
+
+    def _update(
+        self,
+        expression: str,
+        condition: str | None,
+        values: Mapping[str, Any],
+        names: bool = True,
+    ) -> Lease:
+        used_values = {
+            k: _to_dynamo(v) for k, v in values.items() if _mentions(k, expression, condition)
+        }
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": self._key(),
+            "UpdateExpression": expression,
+            "ReturnValues": "ALL_NEW",
+        }
+        if used_values:
+            kwargs["ExpressionAttributeValues"] = used_values
+        used_names = {k: v for k, v in _NAMES.items() if _mentions(k, expression, condition)}
+        if names and used_names:
+            kwargs["ExpressionAttributeNames"] = used_names
+        if condition:
+            kwargs["ConditionExpression"] = condition
+            kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        try:
+            response = self._client.update_item(**kwargs)
+        except aws.ClientError as exc:
+            if aws.error_code(exc) == "ConditionalCheckFailedException":
+                item = exc.response.get("Item")
+                lease = Lease.from_item(self.name, item) if item else None
+                raise _ConditionFailed(lease) from exc
+            raise self._unavailable("update", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise self._unavailable("update", exc) from exc
+        return Lease.from_item(self.name, response.get("Attributes"))
+
+    def _unavailable(self, what: str, exc: BaseException) -> LeaseUnavailable:
+        error = LeaseUnavailable(f"lease {what} on table {self.table!r} failed: {exc}")
+        error.retryable = aws.is_transient(exc)
+        return error
+
+
+def _mentions(token: str, expression: str, condition: str | None) -> bool:
+    text = expression + " " + (condition or "")
+    index = text.find(token)
+    while index != -1:
+        end = index + len(token)
+        if end == len(text) or not (text[end].isalnum() or text[end] == "_"):
+            return True
+        index = text.find(token, end)
+    return False
+
+
+class _ConditionFailed(Exception):
+    def __init__(self, lease: Lease | None) -> None:
+        super().__init__("condition failed")
+        self.lease = lease

@@ -1,0 +1,212 @@
+"""Settings read once from the environment into frozen objects.
+
+Every variable is parsed here and nowhere else; a missing or invalid value raises
+``ConfigError`` whose message is one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chalicelib.errors import ConfigError
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = _get(env, name)
+    if value is None:
+        raise ConfigError(name, "is required but not set")
+    return value
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, minimum: float = 0.0
+) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
+    if value != value or value < minimum:  # NaN or below the floor
+        raise ConfigError(name, f"must be >= {minimum:g}, got {raw!r}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on", "enabled"):
+        return True
+    if lowered in ("0", "false", "no", "off", "disabled"):
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = _get(env, name)
+    if raw is None:
+        return ()
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bucket(env: Mapping[str, str]) -> str:
+    bucket = _required(env, "DB_S3_BUCKET")
+    if not _BUCKET_RE.match(bucket):
+        raise ConfigError("DB_S3_BUCKET", f"is not a valid S3 bucket name: {bucket!r}")
+    return bucket
+
+
+def _key(env: Mapping[str, str]) -> str:
+    key = _get(env, "DB_S3_KEY", "db.sqlite3") or "db.sqlite3"
+    if key.startswith("/") or key.endswith("/"):
+        raise ConfigError("DB_S3_KEY", f"must be an object key, not a folder: {key!r}")
+    return key
+
+
+def default_lease_name(bucket: str, key: str) -> str:
+    """The lease that guards ``s3://bucket/key`` when none is named."""
+    return f"{bucket}/{key}"
+
+
+@dataclass(frozen=True)
+class DatabaseLocation:
+    """Where the database lives in S3 and which lease guards it."""
+
+    bucket: str
+    key: str
+    lease_table: str
+    lease_name: str
+    region: str | None
+    endpoint_url: str | None
+    backup_retention: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DatabaseLocation:
+        env = os.environ if env is None else env
+        bucket = _bucket(env)
+        key = _key(env)
+        return cls(
+            bucket=bucket,
+            key=key,
+            lease_table=_required(env, "WAKEFUL_LEASE_TABLE"),
+            lease_name=_get(env, "WAKEFUL_LEASE_NAME") or default_lease_name(bucket, key),
+            region=_get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION"),
+            endpoint_url=_get(env, "AWS_ENDPOINT_URL"),
+            backup_retention=_integer(env, "WAKEFUL_BACKUP_RETENTION", 30, minimum=1),
+        )
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything the sync agent needs, validated."""
+
+    location: DatabaseLocation
+    local_path: str
+    sync_interval: float
+    lease_ttl: float
+    idle_timeout: float
+    reservation_id: str | None
+    acquire_timeout: float
+    stop_grace: float
+    stop_budget: float
+    app_port: int | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
+        env = os.environ if env is None else env
+        location = DatabaseLocation.from_env(env)
+        local_path = _get(env, "DB_LOCAL_PATH", "/app/db.sqlite3") or "/app/db.sqlite3"
+        if local_path.endswith("/"):
+            raise ConfigError("DB_LOCAL_PATH", f"must be a file path, got {local_path!r}")
+        lease_ttl = _number(env, "WAKEFUL_LEASE_TTL", 30.0, minimum=1.0)
+        sync_interval = _number(env, "WAKEFUL_SYNC_INTERVAL", 60.0)
+        port_raw = _get(env, "WAKEFUL_APP_PORT")
+        return cls(
+            location=location,
+            local_path=os.path.abspath(local_path),
+            sync_interval=sync_interval,
+            lease_ttl=lease_ttl,
+            idle_timeout=_number(env, "WAKEFUL_IDLE_TIMEOUT", 0.0),
+            reservation_id=_get(env, "WAKEFUL_RESERVATION_ID"),
+            acquire_timeout=_number(env, "WAKEFUL_ACQUIRE_TIMEOUT", 2 * lease_ttl),
+            stop_grace=_number(env, "WAKEFUL_STOP_GRACE", 10.0),
+            stop_budget=_number(env, "WAKEFUL_STOP_BUDGET", 100.0, minimum=1.0),
+            app_port=_integer(env, "WAKEFUL_APP_PORT", 0, minimum=1) if port_raw else None,
+        )
+
+
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    """Everything the control plane Lambdas need, validated."""
+
+    location: DatabaseLocation
+    cluster: str
+    task_definition: str
+    container_name: str
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    assign_public_ip: bool
+    app_port: int
+    start_timeout: float
+    lease_ttl: float
+    task_tags: tuple[tuple[str, str], ...]
+    launcher: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
+        env = os.environ if env is None else env
+        launcher = (_get(env, "WAKEFUL_TASK_LAUNCHER", "ecs") or "ecs").lower()
+        if launcher not in ("ecs", "local"):
+            raise ConfigError("WAKEFUL_TASK_LAUNCHER", f"must be ecs or local, got {launcher!r}")
+        return cls(
+            location=DatabaseLocation.from_env(env),
+            cluster=_required(env, "WAKEFUL_CLUSTER"),
+            task_definition=_required(env, "WAKEFUL_TASK_DEFINITION"),
+            container_name=_get(env, "WAKEFUL_CONTAINER_NAME", "app") or "app",
+            subnets=_csv(env, "WAKEFUL_SUBNETS"),
+            security_groups=_csv(env, "WAKEFUL_SECURITY_GROUPS"),
+            assign_public_ip=_boolean(env, "WAKEFUL_ASSIGN_PUBLIC_IP", False),
+            app_port=_integer(env, "WAKEFUL_APP_PORT", 8000, minimum=1),
+            start_timeout=_number(env, "WAKEFUL_START_TIMEOUT", 300.0, minimum=1.0),
+            lease_ttl=_number(env, "WAKEFUL_LEASE_TTL", 30.0, minimum=1.0),
+            task_tags=_tags(env, "WAKEFUL_TASK_TAGS"),
+            launcher=launcher,
+        )
+
+
+def _tags(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _csv(env, name):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(name, f"must be key=value pairs separated by commas, got {item!r}")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)

@@ -1,0 +1,513 @@
+"""The database store: the S3 edge for the current object, its versions and its backups.
+
+Layout (compatible with the ``db-sync.sh`` it replaces):
+
+- ``s3://BUCKET/KEY`` is the current database, a plain SQLite file;
+- ``KEY.backup.YYYYMMDD_HHMMSS`` are timestamped backups, pruned to a retention count;
+- bucket versioning keeps every earlier current object.
+
+Every upload is a compare-and-swap: ``IfMatch`` on the ETag this writer last saw, or
+``IfNoneMatch='*'`` when it saw no object. A refused swap raises ``FencingError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+
+from chalicelib import aws
+from chalicelib.errors import (
+    CorruptDatabase,
+    FencingError,
+    NoGoodVersion,
+    NotFound,
+    StoreUnavailable,
+)
+from chalicelib.snapshot import Snapshot, remove_file, verify
+
+META_SHA256 = "wakeful-sha256"
+META_HOLDER = "wakeful-holder"
+META_TOKEN = "wakeful-token"
+META_REASON = "wakeful-reason"
+META_UPLOADED_AT = "wakeful-uploaded-at"
+
+REASONS = ("periodic", "shutdown", "manual", "restore")
+BACKUP_STAMP = "%Y%m%d_%H%M%S"
+MiB = 1024 * 1024
+_MISSING = ("404", "NoSuchKey", "NoSuchVersion")
+
+# Progress callbacks receive the number of bytes moved since the previous call.
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What S3 says of one version of an object."""
+
+    key: str
+    etag: str
+    version_id: str | None
+    size: int
+    last_modified: dt.datetime
+    metadata: dict[str, str] = field(default_factory=dict)
+    is_latest: bool = True
+
+    @property
+    def sha256(self) -> str | None:
+        return self.metadata.get(META_SHA256)
+
+    @property
+    def holder(self) -> str | None:
+        return self.metadata.get(META_HOLDER)
+
+    @property
+    def token(self) -> int | None:
+        raw = self.metadata.get(META_TOKEN)
+        return int(raw) if raw and raw.isdigit() else None
+
+    @property
+    def reason(self) -> str | None:
+        return self.metadata.get(META_REASON)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly record (what the lease keeps as ``last_upload``)."""
+        return {
+            "key": self.key,
+            "etag": self.etag,
+            "version_id": self.version_id,
+            "size": self.size,
+            "sha256": self.sha256,
+            "holder": self.holder,
+            "token": self.token,
+            "reason": self.reason,
+            "at": self.last_modified.timestamp(),
+        }
+
+
+@dataclass(frozen=True)
+class UploadIntent:
+    """Who uploads, under which fencing token, and why."""
+
+    holder: str
+    token: int
+    reason: str
+
+    def metadata(self, snapshot: Snapshot, now: float) -> dict[str, str]:
+        return {
+            META_SHA256: snapshot.sha256,
+            META_HOLDER: self.holder,
+            META_TOKEN: str(self.token),
+            META_REASON: self.reason,
+            META_UPLOADED_AT: f"{now:.3f}",
+        }
+
+
+@dataclass(frozen=True)
+class Download:
+    """The outcome of a verified download."""
+
+    current: ObjectInfo
+    used: ObjectInfo
+    sha256: str
+    skipped: tuple[tuple[ObjectInfo, str], ...] = ()
+
+    @property
+    def fell_back(self) -> bool:
+        return self.used.version_id != self.current.version_id or bool(self.skipped)
+
+
+@dataclass(frozen=True)
+class Backup:
+    name: str
+    key: str
+    size: int
+    last_modified: dt.datetime
+
+
+class DatabaseStore:
+    """S3 edge for one database object. Nothing here knows about leases or processes."""
+
+    def __init__(
+        self,
+        bucket: str,
+        key: str,
+        client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+        backup_retention: int = 30,
+        multipart_threshold: int = 64 * MiB,
+        part_size: int = 16 * MiB,
+        concurrency: int = 8,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.key = key
+        self._s3 = client or aws.client("s3", region, endpoint_url)
+        self._clock = clock
+        self.backup_retention = backup_retention
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.concurrency = concurrency
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def backup_prefix(self) -> str:
+        return f"{self.key}.backup."
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def head(self, version_id: str | None = None, key: str | None = None) -> ObjectInfo | None:
+        """The current object (or a version, or another key); ``None`` when it does not exist."""
+        key = key or self.key
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            response = self._s3.head_object(**kwargs)
+        except aws.ClientError as exc:
+            if aws.http_status(exc) == 404 or aws.error_code(exc) in _MISSING:
+                return None
+            if version_id and aws.http_status(exc) in (400, 405):
+                # A delete marker or a malformed version id: nothing to read there.
+                return None
+            raise _unavailable(f"head {key}", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise _unavailable(f"head {key}", exc) from exc
+        return ObjectInfo(
+            key=key,
+            etag=response["ETag"],
+            version_id=_version(response.get("VersionId")),
+            size=int(response.get("ContentLength", 0)),
+            last_modified=response["LastModified"],
+            metadata=dict(response.get("Metadata") or {}),
+        )
+
+    def versions(self) -> list[ObjectInfo]:
+        """Every stored version of the current key, newest first (delete markers left out)."""
+        found: list[ObjectInfo] = []
+        try:
+            paginator = self._s3.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key):
+                for item in page.get("Versions", []):
+                    if item["Key"] != self.key:
+                        continue
+                    found.append(
+                        ObjectInfo(
+                            key=self.key,
+                            etag=item["ETag"],
+                            version_id=_version(item.get("VersionId")),
+                            size=int(item.get("Size", 0)),
+                            last_modified=item["LastModified"],
+                            is_latest=bool(item.get("IsLatest")),
+                        )
+                    )
+        except aws.ClientError as exc:
+            raise _unavailable("list versions", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise _unavailable("list versions", exc) from exc
+        found.sort(key=lambda info: (info.last_modified, info.is_latest), reverse=True)
+        return found
+
+    def backups(self) -> list[Backup]:
+        """Timestamped backups, newest first."""
+        found: list[Backup] = []
+        try:
+            paginator = self._s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.backup_prefix):
+                for item in page.get("Contents", []):
+                    found.append(
+                        Backup(
+                            name=item["Key"][len(self.backup_prefix):],
+                            key=item["Key"],
+                            size=int(item.get("Size", 0)),
+                            last_modified=item["LastModified"],
+                        )
+                    )
+        except aws.ClientError as exc:
+            raise _unavailable("list backups", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise _unavailable("list backups", exc) from exc
+        found.sort(key=lambda backup: backup.name, reverse=True)
+        return found
+
+    # -- downloads -------------------------------------------------------------------------
+
+    def fetch(
+        self, info: ObjectInfo, destination: str, progress: Progress | None = None,
+        full_check: bool = False,
+    ) -> str:
+        """Download exactly ``info``'s version to ``destination`` and verify it there.
+
+        Returns the sha256. Raises ``CorruptDatabase`` (the file is removed) when the bytes
+        fail the checksum recorded at upload or SQLite's check.
+        """
+        extra: dict[str, Any] = {}
+        if info.version_id:
+            extra["VersionId"] = info.version_id
+        remove_file(destination)
+        try:
+            self._s3.download_file(
+                self.bucket, info.key, destination, ExtraArgs=extra or None,
+                Callback=progress, Config=self._transfer_config(),
+            )
+        except aws.ClientError as exc:
+            remove_file(destination)
+            if aws.http_status(exc) == 404:
+                raise NotFound(
+                    f"s3://{self.bucket}/{info.key} ({info.version_id}) vanished"
+                ) from exc
+            raise _unavailable(f"download {info.key}", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            remove_file(destination)
+            raise _unavailable(f"download {info.key}", exc) from exc
+        where = f"s3://{self.bucket}/{info.key}" + (
+            f" version {info.version_id}" if info.version_id else ""
+        )
+        received = os.path.getsize(destination)
+        if received != info.size:
+            remove_file(destination)
+            raise CorruptDatabase(where, f"truncated: {received} of {info.size} bytes")
+        try:
+            return verify(destination, info.sha256, full=full_check)
+        except CorruptDatabase as exc:
+            remove_file(destination)
+            raise CorruptDatabase(where, exc.reason) from exc
+
+    def download_newest_good(
+        self, destination: str, progress: Progress | None = None
+    ) -> Download | None:
+        """Download the current database, or the newest older version that verifies.
+
+        ``None`` when there is no database at all (a fresh start). ``NoGoodVersion`` when
+        there is one but no version of it verifies.
+        """
+        current = self.head()
+        if current is None:
+            return None
+        skipped: list[tuple[ObjectInfo, str]] = []
+        for candidate in self._candidates(current):
+            try:
+                digest = self.fetch(candidate, destination, progress)
+            except (CorruptDatabase, NotFound) as exc:
+                skipped.append((candidate, str(exc)))
+                continue
+            return Download(current=current, used=candidate, sha256=digest, skipped=tuple(skipped))
+        reasons = "; ".join(reason for _, reason in skipped[:5])
+        raise NoGoodVersion(f"no version of {self.url} verifies: {reasons}")
+
+    def _candidates(self, current: ObjectInfo) -> Iterator[ObjectInfo]:
+        yield current
+        for older in self.versions():
+            if older.version_id == current.version_id or older.version_id is None:
+                continue
+            info = self.head(version_id=older.version_id)
+            if info is not None:
+                yield info
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def upload(
+        self,
+        snapshot: Snapshot,
+        expected_etag: str | None,
+        intent: UploadIntent,
+        progress: Progress | None = None,
+    ) -> ObjectInfo:
+        """Replace the current object with ``snapshot`` if it is still ``expected_etag``.
+
+        Raises ``FencingError`` when someone else wrote it since.
+        """
+        metadata = intent.metadata(snapshot, self._clock())
+        condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
+        try:
+            if snapshot.size >= self.multipart_threshold:
+                response = self._multipart(snapshot, metadata, condition, progress)
+            else:
+                with open(snapshot.path, "rb") as body:
+                    response = self._s3.put_object(
+                        Bucket=self.bucket,
+                        Key=self.key,
+                        Body=body,
+                        Metadata=metadata,
+                        ContentType="application/vnd.sqlite3",
+                        **condition,
+                    )
+                if progress:
+                    progress(snapshot.size)
+        except aws.ClientError as exc:
+            if _refused(exc):
+                raise FencingError(self.bucket, self.key, expected_etag) from exc
+            raise _unavailable(f"upload {self.key}", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise _unavailable(f"upload {self.key}", exc) from exc
+        return ObjectInfo(
+            key=self.key,
+            etag=response["ETag"],
+            version_id=_version(response.get("VersionId")),
+            size=snapshot.size,
+            last_modified=dt.datetime.fromtimestamp(self._clock(), dt.UTC),
+            metadata=metadata,
+        )
+
+    def _multipart(
+        self,
+        snapshot: Snapshot,
+        metadata: dict[str, str],
+        condition: dict[str, str],
+        progress: Progress | None,
+    ) -> dict[str, Any]:
+        # S3 enforces IfMatch/IfNoneMatch on CompleteMultipartUpload; a local stand-in may not,
+        # so check early too: it refuses a stale writer before it spends the transfer.
+        self._precheck(condition)
+        upload_id = self._s3.create_multipart_upload(
+            Bucket=self.bucket, Key=self.key, Metadata=metadata,
+            ContentType="application/vnd.sqlite3",
+        )["UploadId"]
+        try:
+            parts = self._upload_parts(snapshot, upload_id, progress)
+            return self._s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **condition,
+            )
+        except BaseException:
+            # The original error is the one to report; parts left by a failed abort are
+            # cleaned up by the bucket's lifecycle rule.
+            with contextlib.suppress(Exception):
+                self._s3.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=upload_id
+                )
+            raise
+
+    def _precheck(self, condition: dict[str, str]) -> None:
+        current = self.head()
+        expected = condition.get("IfMatch")
+        if (expected is None and current is not None) or (
+            expected is not None and (current is None or current.etag != expected)
+        ):
+            raise FencingError(self.bucket, self.key, expected)
+
+    def _upload_parts(
+        self, snapshot: Snapshot, upload_id: str, progress: Progress | None
+    ) -> list[dict[str, Any]]:
+        offsets = list(range(0, snapshot.size, self.part_size))
+        lock = threading.Lock()
+
+        def send(number: int, offset: int) -> dict[str, Any]:
+            with open(snapshot.path, "rb") as handle:
+                handle.seek(offset)
+                body = handle.read(self.part_size)
+            response = self._s3.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id,
+                PartNumber=number, Body=body,
+            )
+            if progress:
+                with lock:
+                    progress(len(body))
+            return {"PartNumber": number, "ETag": response["ETag"]}
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [
+                pool.submit(send, number, offset)
+                for number, offset in enumerate(offsets, start=1)
+            ]
+            return [future.result() for future in futures]
+
+    # -- backups ---------------------------------------------------------------------------
+
+    def backup_name(self, when: float) -> str:
+        return dt.datetime.fromtimestamp(when, dt.UTC).strftime(BACKUP_STAMP)
+
+    def create_backup(self, source: ObjectInfo) -> Backup:
+        """Copy ``source`` (a version of the current key) to ``KEY.backup.<its time>``."""
+        name = self.backup_name(self._clock())
+        key = self.backup_prefix + name
+        copy_source: dict[str, str] = {"Bucket": self.bucket, "Key": source.key}
+        if source.version_id:
+            copy_source["VersionId"] = source.version_id
+        try:
+            self._s3.copy(
+                copy_source, self.bucket, key, Config=self._transfer_config(),
+                ExtraArgs={"MetadataDirective": "COPY"},
+            )
+        except aws.ClientError as exc:
+            raise _unavailable(f"backup to {key}", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise _unavailable(f"backup to {key}", exc) from exc
+        return Backup(name=name, key=key, size=source.size,
+                      last_modified=dt.datetime.fromtimestamp(self._clock(), dt.UTC))
+
+    def prune_backups(self) -> list[str]:
+        """Delete backups beyond the retention count, oldest first; returns their names."""
+        doomed = self.backups()[self.backup_retention:]
+        for backup in doomed:
+            try:
+                self._s3.delete_object(Bucket=self.bucket, Key=backup.key)
+            except aws.ClientError as exc:
+                raise _unavailable(f"delete {backup.key}", exc) from exc
+            except aws.TRANSPORT_ERRORS as exc:
+                raise _unavailable(f"delete {backup.key}", exc) from exc
+        return [backup.name for backup in doomed]
+
+    # -- restore sources -------------------------------------------------------------------
+
+    def find_backup(self, name: str) -> ObjectInfo:
+        key = name if name.startswith(self.backup_prefix) else self.backup_prefix + name
+        info = self.head(key=key)
+        if info is None:
+            raise NotFound(f"no backup named {name!r} (looked for s3://{self.bucket}/{key})")
+        return info
+
+    def find_version(self, version_id: str) -> ObjectInfo:
+        info = self.head(version_id=version_id)
+        if info is None:
+            raise NotFound(f"no version {version_id!r} of {self.url}")
+        return info
+
+    def find_at(self, moment: dt.datetime) -> ObjectInfo:
+        """The newest version stored at or before ``moment``."""
+        for version in self.versions():
+            if version.last_modified <= moment and version.version_id:
+                info = self.head(version_id=version.version_id)
+                if info is not None:
+                    return info
+        raise NotFound(f"no version of {self.url} at or before {moment.isoformat()}")
+
+    def _transfer_config(self) -> TransferConfig:
+        return TransferConfig(
+            multipart_threshold=self.multipart_threshold,
+            multipart_chunksize=self.part_size,
+            max_concurrency=self.concurrency,
+        )
+
+
+def _refused(exc: aws.ClientError) -> bool:
+    """A conditional write lost: the object is not what the writer last saw."""
+    return aws.http_status(exc) in (409, 412) or aws.error_code(exc) in (
+        "PreconditionFailed",
+        "ConditionalRequestConflict",
+    )
+
+
+def _version(raw: str | None) -> str | None:
+    return None if raw in (None, "", "null") else raw
+
+
+def _unavailable(what: str, exc: BaseException) -> StoreUnavailable:
+    error = StoreUnavailable(f"S3 {what} failed: {exc}")
+    error.retryable = aws.is_transient(exc)
+    return error
