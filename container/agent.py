@@ -1,0 +1,425 @@
+"""The agent's lifecycle: acquire → download → run the app → sync → stop → upload → release.
+
+Exit codes (``run``): the app's own code when everything held; otherwise one of ``EXIT_*``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.errors import (
+    CorruptDatabase,
+    FencingError,
+    LeaseHeld,
+    LeaseLost,
+    LeaseUnavailable,
+    NoGoodVersion,
+    StoreError,
+    StoreUnavailable,
+)
+from chalicelib.lease import Lease, LeaseTable
+from chalicelib.observability import emit
+from chalicelib.settings import AgentSettings
+from chalicelib.snapshot import remove_file, sidecars
+from chalicelib.store import DatabaseStore
+from container import state
+from container.heartbeat import Heartbeat, LeaseKeeper
+from container.identity import Identity
+from container.inbox import Inbox
+from container.process import AppProcess, Spawner
+from container.sync import Syncer
+
+EXIT_CONFIG = 2
+EXIT_LEASE_HELD = 3
+EXIT_DOWNLOAD_FAILED = 4
+EXIT_LEASE_LOST = 5
+EXIT_UPLOAD_FAILED = 6
+EXIT_RELEASE_FAILED = 7
+
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 8.0
+
+
+@dataclass
+class Clocks:
+    """Injected time: ``wall`` for lease expiry, ``monotonic`` for budgets, ``sleep``."""
+
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class Dependencies:
+    table: LeaseTable
+    store: DatabaseStore
+    identity: Identity
+    log: Any
+    metrics: Any
+    clocks: Clocks = field(default_factory=Clocks)
+    spawner: Spawner | None = None
+
+
+class Agent:
+    """One agent process. ``run`` supervises an app; ``serve`` only keeps the database synced."""
+
+    def __init__(self, settings: AgentSettings, deps: Dependencies) -> None:
+        self.settings = settings
+        self.deps = deps
+        self.log = deps.log
+        self.inbox = Inbox()
+        self.keeper: LeaseKeeper | None = None
+        self.syncer: Syncer | None = None
+        self.app: AppProcess | None = None
+        self.heartbeat: Heartbeat | None = None
+        self._stop_reason: str | None = None
+        self._signals = 0
+
+    # -- public entry points ---------------------------------------------------------------
+
+    def run(self, argv: Sequence[str] | None) -> int:
+        """The whole lifecycle. With no ``argv``, keep syncing until signalled (``startup``)."""
+        self._publish("starting")
+        self._install_signal_handlers()
+        try:
+            code = self._boot()
+            if code is not None:
+                return code
+            return self._supervise(argv)
+        finally:
+            self.inbox.close()
+
+    # -- boot ------------------------------------------------------------------------------
+
+    def _boot(self) -> int | None:
+        lease = self._acquire()
+        if lease is None:
+            self._publish("exited", exit_code=EXIT_LEASE_HELD)
+            return EXIT_LEASE_HELD
+        self.keeper = LeaseKeeper(self.deps.table, lease, self.settings.lease_ttl)
+        # Renew from now on: a large download must not outlive the lease.
+        self.heartbeat = Heartbeat(
+            self.keeper, self.inbox, self.settings.idle_timeout, self.deps.clocks.wall
+        )
+        self.heartbeat.start()
+        try:
+            base_etag = self._download()
+        except (NoGoodVersion, StoreError, OSError) as exc:
+            self.log.error(f"Failed to download database: {exc}")
+            emit(self.deps.metrics, "DownloadFailed")
+            self.heartbeat.stop()
+            self._release_quietly()
+            self._publish("exited", exit_code=EXIT_DOWNLOAD_FAILED)
+            return EXIT_DOWNLOAD_FAILED
+        self.syncer = Syncer(
+            self.settings.local_path,
+            self.deps.store,
+            self.keeper,
+            base_etag,
+            self.log,
+            self.deps.metrics,
+            self.deps.clocks.monotonic,
+        )
+        self.syncer.start_watching()
+        return None
+
+    def _acquire(self) -> Lease | None:
+        """Take the lease, waiting up to the acquire timeout for a live holder to go."""
+        clocks = self.deps.clocks
+        deadline = clocks.monotonic() + self.settings.acquire_timeout
+        identity = self.deps.identity
+        delay = RETRY_FIRST_DELAY
+        while True:
+            try:
+                lease = self.deps.table.acquire(
+                    identity.holder,
+                    self.settings.lease_ttl,
+                    reservation_id=self.settings.reservation_id,
+                    task_arn=identity.task_arn,
+                )
+            except (LeaseHeld, LeaseUnavailable) as exc:
+                if clocks.monotonic() + delay > deadline:
+                    self.log.error(
+                        f"Could not acquire the lease: {exc}; the app was not started",
+                        extra={"lease": self.deps.table.name},
+                    )
+                    emit(self.deps.metrics, "LeaseRefused")
+                    return None
+                self.log.info(f"Waiting for the lease: {exc}")
+                clocks.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.log.info(
+                "Lease acquired",
+                extra={"holder": lease.holder, "token": lease.token, "lease": lease.name},
+            )
+            return lease
+
+    def _download(self) -> str | None:
+        """Put the newest good database at the local path; return the ETag to swap against."""
+        local = self.settings.local_path
+        store = self.deps.store
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        self.log.info("Checking for existing database in S3...")
+        incoming = local + ".download"
+        result = store.download_newest_good(incoming)
+        if result is None:
+            if os.path.exists(local):
+                self.log.info(
+                    "No database found in S3. Keeping the local database; "
+                    "the first sync will upload it"
+                )
+            else:
+                self.log.info("No database found in S3. Starting with a fresh database")
+            state.update(local, {"etag": None, "downloaded": None})
+            return None
+        for skipped, reason in result.skipped:
+            self.log.error(
+                "Current database in S3 failed verification; falling back to an older version",
+                extra={"version_id": skipped.version_id, "problem": reason},
+            )
+        if result.fell_back:
+            emit(self.deps.metrics, "DownloadFallback")
+            self.log.error(
+                f"Restored the newest good version {result.used.version_id} "
+                f"from {result.used.last_modified.isoformat()}; the corrupt current object "
+                "will be replaced at the first sync"
+            )
+        self.log.info("Database found in S3. Downloading...")
+        # A stale WAL beside a freshly downloaded file would be replayed into it.
+        for sidecar in sidecars(local):
+            remove_file(sidecar)
+        os.replace(incoming, local)
+        shutil.copyfile(local, local + ".backup")
+        state.update(local, {"etag": result.current.etag, "downloaded": result.used.describe()})
+        self.log.info(
+            f"Database downloaded successfully from {store.url}",
+            extra={"version_id": result.used.version_id, "size": result.used.size},
+        )
+        self.log.info(f"Backup created at {local}.backup")
+        return result.current.etag
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _supervise(self, argv: Sequence[str] | None) -> int:
+        assert self.keeper is not None and self.syncer is not None and self.heartbeat
+        heartbeat = self.heartbeat
+        if heartbeat.lost:
+            self._stop_reason = heartbeat.lost
+            return self._abandon(app_running=False)
+        if argv:
+            self.app = AppProcess(argv, env=self._app_env(), **self._spawner())
+            self.app.start()
+            self.log.info("App started", extra={"pid": self.app.pid, "argv": list(argv)})
+            threading.Thread(target=self._watch_app, name="wakeful-app", daemon=True).start()
+        self._publish("running")
+        try:
+            return self._finish(self._loop())
+        finally:
+            heartbeat.stop()
+
+    def _loop(self) -> str:
+        """Wait for the next thing to do; return why we are stopping."""
+        assert self.syncer is not None
+        interval = self.settings.sync_interval
+        clocks = self.deps.clocks
+        next_sync = clocks.monotonic() + interval if interval > 0 else None
+        while True:
+            timeout = None if next_sync is None else max(0.0, next_sync - clocks.monotonic())
+            for message in self.inbox.wait(timeout):
+                if message.kind == "lost":
+                    self._stop_reason = message.detail
+                    return "lost"
+                if message.kind in ("signal", "exited", "idle"):
+                    self._stop_reason = message.detail or message.kind
+                    if message.kind == "idle":
+                        self.log.info("Idle timeout reached; stopping the app to sleep")
+                    return message.kind
+                if message.kind == "sync" and self._sync("manual", force=True) == "lost":
+                    return "lost"
+            if next_sync is not None and clocks.monotonic() >= next_sync:
+                if self._sync("periodic") == "lost":
+                    return "lost"
+                next_sync = clocks.monotonic() + interval
+
+    def _sync(self, reason: str, force: bool = False) -> str:
+        assert self.syncer is not None
+        request = state.sync_requested(self.settings.local_path)
+        try:
+            result = self.syncer.sync(reason, force=force)
+            outcome = "uploaded" if result.uploaded else "unchanged"
+        except (FencingError, LeaseLost) as exc:
+            self._stop_reason = str(exc)
+            self._publish_sync(request, "lost", str(exc))
+            return "lost"
+        except (StoreUnavailable, LeaseUnavailable, CorruptDatabase, OSError) as exc:
+            # The next interval retries; a crash meanwhile loses at most this interval more.
+            self.log.warning(f"Failed to upload database: {exc}", extra={"reason": reason})
+            emit(self.deps.metrics, "SyncFailed", reason=reason)
+            self._publish_sync(request, "failed", str(exc))
+            return "failed"
+        self._publish_sync(request, outcome, "")
+        return outcome
+
+    def _watch_app(self) -> None:
+        assert self.app is not None
+        code = self.app.wait()
+        self.inbox.post("exited", f"app exited with {code}")
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def _finish(self, outcome: str) -> int:
+        if outcome == "lost":
+            return self._abandon()
+        self._publish("stopping")
+        app_code = 0
+        if self.app is not None:
+            already_exited = self.app.poll() is not None
+            app_code = self.app.stop(self.settings.stop_grace)
+            # A stop we asked for (SIGTERM forwarded, idle) is a clean stop for the app too.
+            if not already_exited and app_code in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT):
+                app_code = 0
+            self.log.info("App stopped", extra={"exit_code": app_code})
+        if outcome == "idle":
+            app_code = 0
+        code = self._final_upload_and_release()
+        final = code if code is not None else app_code
+        self._publish("exited", exit_code=final)
+        return final
+
+    def _final_upload_and_release(self) -> int | None:
+        """Upload (retrying inside the stop budget), then release. ``None`` when both held."""
+        assert self.syncer is not None and self.keeper is not None
+        budget_end = self._budget_end()
+        uploaded = self._retry(
+            lambda: self.syncer.sync("shutdown", force=True), budget_end, "upload"
+        )
+        if uploaded == "lost":
+            return self._abandon(app_running=False)
+        if uploaded != "ok":
+            self.log.error(
+                "Failed to upload database: the local file is kept at "
+                f"{self.settings.local_path} and the lease is not released",
+            )
+            emit(self.deps.metrics, "FinalUploadFailed")
+            return EXIT_UPLOAD_FAILED
+        assert self.heartbeat is not None
+        self.heartbeat.stop()
+        released = self._retry(self.keeper.release, budget_end, "release")
+        if released != "ok":
+            self.log.error("Failed to release the lease; it will expire on its own")
+            return EXIT_RELEASE_FAILED
+        self.log.info("Lease released", extra={"lease": self.keeper.table.name})
+        self.syncer.close()
+        return None
+
+    def _retry(self, action: Callable[[], Any], deadline: float, what: str) -> str:
+        """``ok``, ``lost`` (fence refused), or ``failed`` once the budget is spent."""
+        clocks = self.deps.clocks
+        delay = RETRY_FIRST_DELAY
+        while True:
+            try:
+                action()
+                return "ok"
+            except (FencingError, LeaseLost) as exc:
+                self._stop_reason = str(exc)
+                return "lost"
+            except (StoreUnavailable, LeaseUnavailable, CorruptDatabase, OSError) as exc:
+                self.log.warning(f"Failed to {what}: {exc}")
+                if self._signals >= 2:
+                    self.log.error(f"Second signal: not retrying the {what}")
+                    return "failed"
+                if clocks.monotonic() + delay >= deadline:
+                    return "failed"
+                clocks.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+
+    def _abandon(self, app_running: bool = True) -> int:
+        """The fence is lost: stop at once, keep our file aside, never upload."""
+        self.log.error(
+            f"Lease lost: {self._stop_reason}. Stopping the app without uploading",
+            extra={"lease": self.deps.table.name},
+        )
+        emit(self.deps.metrics, "LeaseLost")
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        if app_running and self.app is not None:
+            self.app.stop(min(self.settings.stop_grace, 2.0))
+        if self.syncer is not None:
+            self.syncer.close()
+        kept = self._set_aside()
+        if kept:
+            self.log.error(f"Local database kept aside at {kept}")
+        self._publish("exited", exit_code=EXIT_LEASE_LOST, conflict=kept)
+        return EXIT_LEASE_LOST
+
+    def _set_aside(self) -> str | None:
+        local = self.settings.local_path
+        if not os.path.exists(local):
+            return None
+        stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(self.deps.clocks.wall()))
+        target = f"{local}.conflict.{stamp}"
+        # The WAL moves with the file under the matching name, so the copy stays complete.
+        for suffix in ("-wal", "-journal"):
+            if os.path.exists(local + suffix):
+                os.replace(local + suffix, target + suffix)
+        remove_file(local + "-shm")
+        os.replace(local, target)
+        return target
+
+    def _release_quietly(self) -> None:
+        if self.keeper is None:
+            return
+        try:
+            self.keeper.release()
+        except (LeaseLost, LeaseUnavailable) as exc:
+            self.log.warning(f"Could not release the lease: {exc}")
+
+    def _budget_end(self) -> float:
+        return self.deps.clocks.monotonic() + self.settings.stop_budget
+
+    # -- signals and state -----------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGUSR1, self._on_sync_signal)
+
+    def _on_stop_signal(self, signum: int, _frame: object) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            # Seed wording, kept for operators who grep for it.
+            self.log.info(f"Received {name}, syncing database...")
+            self.inbox.post("signal", f"received {name}")
+        else:
+            self.log.warning(f"Received {name} again: skipping retries")
+
+    def _on_sync_signal(self, _signum: int, _frame: object) -> None:
+        self.inbox.post("sync", "sync requested")
+
+    def _spawner(self) -> dict[str, Any]:
+        return {"spawner": self.deps.spawner} if self.deps.spawner else {}
+
+    def _app_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("DB_LOCAL_PATH", self.settings.local_path)
+        return env
+
+    def _publish(self, phase: str, **extra: Any) -> None:
+        state.update(self.settings.local_path, {"pid": os.getpid(), "state": phase, **extra})
+
+    def _publish_sync(self, request: int, outcome: str, detail: str) -> None:
+        state.update(
+            self.settings.local_path,
+            {"sync_done": request, "sync_outcome": outcome, "sync_detail": detail},
+        )

@@ -1,0 +1,120 @@
+"""``wakeful-agent`` / ``python -m container``: the container entrypoint and manual verbs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from chalicelib.errors import ConfigError, WakefulError
+from chalicelib.lease import LeaseTable
+from chalicelib.observability import logger, metrics
+from chalicelib.settings import AgentSettings
+from chalicelib.store import DatabaseStore
+from container import commands
+from container.agent import EXIT_CONFIG, Agent, Dependencies
+from container.identity import discover
+
+USAGE_EXAMPLES = """\
+examples:
+  wakeful-agent run -- gunicorn app:app       the container entrypoint (supervises the app)
+  wakeful-agent startup / shutdown            the seed's two calls, for your own entrypoint
+  wakeful-agent upload                        sync now (asks the running agent when there is one)
+  wakeful-agent restore --at 2026-11-28T14:30:00Z
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wakeful-agent",
+        description="Keeps one fenced, verified copy of a SQLite database in S3.",
+        epilog=USAGE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="acquire, download, run CMD, sync, upload on stop, release")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD", help="the app to run")
+    sub.add_parser("serve", help=argparse.SUPPRESS)
+    sub.add_parser("startup", help="start a background agent (download, then sync periodically)")
+    sub.add_parser("shutdown", help="stop the background agent: final upload, then release")
+    down = sub.add_parser("download", help="download and verify the current database")
+    down.add_argument("--output", help="write here instead of DB_LOCAL_PATH")
+    down.add_argument("--version", dest="version_id", help="a specific S3 version id")
+    up = sub.add_parser("upload", help="upload the local database now")
+    up.add_argument("--force", action="store_true",
+                    help="replace a current object that changed since the local download")
+    lst = sub.add_parser("backups", help="list timestamped backups (and versions)")
+    lst.add_argument("--versions", action="store_true", help="also list S3 versions")
+    lst.add_argument("--json", action="store_true")
+    restore = sub.add_parser("restore", help="make a backup or an older version current")
+    source = restore.add_mutually_exclusive_group(required=True)
+    source.add_argument("--backup", metavar="NAME", help="YYYYMMDD_HHMMSS or the full key")
+    source.add_argument("--version", dest="version_id", metavar="ID")
+    source.add_argument("--at", metavar="TIME", help="newest version at or before TIME")
+    ver = sub.add_parser("verify", help="check a stored database without touching the local one")
+    which = ver.add_mutually_exclusive_group()
+    which.add_argument("--backup", metavar="NAME")
+    which.add_argument("--version", dest="version_id", metavar="ID")
+    ver.add_argument("--quick", action="store_true", help="quick_check instead of integrity_check")
+    st = sub.add_parser("status", help="lease, current object, backups, local agent")
+    st.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = AgentSettings.from_env()
+    except ConfigError as exc:
+        print(f"wakeful-agent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log = logger("wakeful-agent")
+    sink = metrics("wakeful-agent")
+    location = settings.location
+    # Endpoints are left to boto3, which honours AWS_ENDPOINT_URL and the per-service
+    # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_DYNAMODB.
+    table = LeaseTable(location.lease_table, location.lease_name, region=location.region)
+    store = DatabaseStore(location.bucket, location.key, region=location.region,
+                          backup_retention=location.backup_retention)
+    identity = discover()
+    try:
+        if args.command in ("run", "serve"):
+            app = list(getattr(args, "argv", []) or [])
+            if app and app[0] == "--":
+                app = app[1:]
+            if args.command == "run" and not app:
+                print("wakeful-agent: run needs the app's command: run -- CMD...",
+                      file=sys.stderr)
+                return EXIT_CONFIG
+            agent = Agent(settings, Dependencies(table, store, identity, log, sink))
+            return agent.run(app or None)
+        ctx = commands.Context(settings, table, store, identity, log, sink)
+        return _manual(args, ctx)
+    except (WakefulError, ValueError) as exc:
+        print(f"wakeful-agent: {exc}", file=sys.stderr)
+        return commands.EXIT_FAILED
+
+
+def _manual(args: argparse.Namespace, ctx: commands.Context) -> int:
+    command = args.command
+    if command == "startup":
+        return commands.startup(ctx)
+    if command == "shutdown":
+        return commands.shutdown(ctx)
+    if command == "download":
+        return commands.download(ctx, args.output, args.version_id)
+    if command == "upload":
+        return commands.upload(ctx, force=args.force)
+    if command == "backups":
+        return commands.backups(ctx, args.versions, args.json)
+    if command == "restore":
+        return commands.restore(ctx, args.backup, args.version_id, args.at)
+    if command == "verify":
+        return commands.verify(ctx, args.backup, args.version_id, full=not args.quick)
+    if command == "status":
+        return commands.status(ctx, args.json)
+    raise ValueError(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

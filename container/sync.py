@@ -1,0 +1,122 @@
+"""Fenced uploads of consistent snapshots: the one way the agent writes S3."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chalicelib.observability import MetricUnit, emit
+from chalicelib.snapshot import ChangeWatcher, remove_file, take
+from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
+from container import state
+from container.heartbeat import LeaseKeeper
+
+# Reasons whose uploads also leave a timestamped backup; periodic uploads are covered by
+# bucket versioning and would otherwise churn the backup list.
+BACKUP_REASONS = frozenset({"shutdown", "manual", "restore"})
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    uploaded: bool
+    info: ObjectInfo | None
+    seconds: float
+    reason: str
+
+
+class Syncer:
+    """Snapshot → check → renew lease → compare-and-swap upload → record → backup.
+
+    ``FencingError`` and ``LeaseLost`` propagate: the caller treats both as a lost fence.
+    """
+
+    def __init__(
+        self,
+        local_path: str,
+        store: DatabaseStore,
+        keeper: LeaseKeeper,
+        base_etag: str | None,
+        log,
+        metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.local_path = local_path
+        self.store = store
+        self.keeper = keeper
+        self.etag = base_etag
+        self.log = log
+        self.metrics = metrics
+        self._clock = clock
+        self._watcher = ChangeWatcher(local_path)
+        self._pending = True
+        self.last_upload: ObjectInfo | None = None
+
+    def start_watching(self) -> None:
+        """From now on only commits after this call count as changes."""
+        self._watcher.mark()
+        self._pending = False
+
+    def needed(self) -> bool:
+        return self._pending or self._watcher.changed()
+
+    def sync(self, reason: str, force: bool = False) -> SyncResult:
+        started = self._clock()
+        if not os.path.exists(self.local_path):
+            self.log.info("No local database yet; nothing to upload", extra={"reason": reason})
+            return SyncResult(False, None, 0.0, reason)
+        if not force and not self.needed():
+            return SyncResult(False, None, 0.0, reason)
+        # Mark before the snapshot: commits that land during it count for the next sync.
+        self._watcher.mark()
+        self._pending = True
+        snapshot_path = self.local_path + ".snapshot"
+        try:
+            self.log.info("Uploading database to S3...", extra={"reason": reason})
+            snapshot = take(self.local_path, snapshot_path)
+            self.keeper.renew()
+            info = self.store.upload(
+                snapshot, self.etag, UploadIntent(self.keeper.holder, self.keeper.token, reason)
+            )
+            self.etag = info.etag
+            self.last_upload = info
+            self._pending = False
+            self.keeper.record_upload(info.describe())
+        finally:
+            remove_file(snapshot_path)
+        seconds = self._clock() - started
+        state.update(self.local_path, {"etag": info.etag, "last_upload": info.describe()})
+        self.log.info(
+            f"Database uploaded successfully to {self.store.url}",
+            extra={
+                "reason": reason,
+                "size": info.size,
+                "sha256": info.sha256,
+                "version_id": info.version_id,
+                "token": self.keeper.token,
+                "seconds": round(seconds, 3),
+            },
+        )
+        emit(self.metrics, "SyncDuration", seconds, MetricUnit.Seconds, reason=reason)
+        emit(self.metrics, "DatabaseSize", info.size, MetricUnit.Bytes)
+        if reason in BACKUP_REASONS:
+            self.backup(info)
+        return SyncResult(True, info, seconds, reason)
+
+    def backup(self, info: ObjectInfo) -> None:
+        """Timestamped backup and retention; a failure here never fails the sync."""
+        self.log.info("Creating timestamped backup in S3...")
+        try:
+            backup = self.store.create_backup(info)
+            pruned = self.store.prune_backups()
+        except Exception as exc:  # the database itself is safely uploaded
+            self.log.warning(f"Failed to create timestamped backup: {exc}")
+            return
+        self.log.info(
+            f"Backup created at s3://{self.store.bucket}/{backup.key}",
+            extra={"pruned": pruned},
+        )
+
+    def close(self) -> None:
+        self._watcher.close()
