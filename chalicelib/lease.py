@@ -35,6 +35,11 @@ COND_HOLDER = "#state = :held AND holder = :holder AND #token = :token"
 # "It is still held or reserved by the holder ECS just reported dead."
 COND_HELD_BY = "holder = :holder AND (#state = :held OR #state = :reserved)"
 
+# "It is held by this task, or still reserved for the reservation that started it."
+COND_TASK_OWNS = (
+    "(#state = :held AND holder = :task) OR (#state = :reserved AND holder = :reservation)"
+)
+
 # "The item exists" (wake keepalives must not create a lease out of thin air).
 COND_EXISTS = "attribute_exists(pk)"
 
@@ -295,6 +300,31 @@ class LeaseTable:
             )
         except _ConditionFailed:
             return self.read()
+
+    def record_task(
+        self, task_arn: str, reservation_id: str | None, endpoint: str | None
+    ) -> Lease:
+        """Note the task (and where it listens) on the lease it holds or was reserved for.
+
+        ``LeaseLost`` when the lease has moved on (a late event for an old task).
+        """
+        values: dict[str, Any] = {
+            ":held": HELD,
+            ":reserved": RESERVED,
+            ":task": task_arn,
+            ":reservation": reservation_id or "\x00no-reservation",
+            ":now": self._clock(),
+        }
+        expression = "SET task_arn = :task, updated_at = :now"
+        if endpoint:
+            expression += ", endpoint = :endpoint"
+            values[":endpoint"] = endpoint
+        try:
+            return self._update(expression, COND_TASK_OWNS, values)
+        except _ConditionFailed as failed:
+            raise LeaseLost(self.name, task_arn, -1, "not held by or reserved for it") from (
+                failed.__cause__
+            )
 
     def set_fields(self, fields: Mapping[str, Any], condition: str | None = None,
                    values: Mapping[str, Any] | None = None) -> Lease:

@@ -1,0 +1,135 @@
+"""The wakeful control plane: wake/status/sleep routes, the ECS task-state handler, the reconciler.
+
+Thin on purpose: parse, call ``chalicelib.control``, answer. Importing this module reads only the
+auth and CORS choices (Chalice needs them for the API definition); everything else is built on
+the first invocation, so a cold start pays for nothing it does not use and a bad setting becomes
+a clear error instead of an import failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from chalice import Chalice, Rate, Response
+
+from chalicelib import auth
+from chalicelib.errors import ConfigError
+
+app = Chalice(app_name="wakeful")
+
+ROUTE = auth.route_options()
+
+_built: dict[str, Any] = {}
+
+
+def _log() -> Any:
+    if "log" not in _built:
+        from chalicelib.observability import logger
+
+        _built["log"] = logger("control-plane")
+    return _built["log"]
+
+
+def control() -> Any:
+    """The control plane, built once per Lambda container from validated settings."""
+    if "control" not in _built:
+        from chalicelib.control import ControlPlane
+        from chalicelib.settings import ControlPlaneSettings
+
+        auth.check_config()
+        settings = ControlPlaneSettings.from_env()
+        _enable_tracing()
+        _built["control"] = ControlPlane.from_settings(settings, _log())
+    return _built["control"]
+
+
+def _enable_tracing() -> None:
+    """X-Ray through Powertools' Tracer, only when asked for (it costs ~200 ms of cold start)."""
+    if os.environ.get("WAKEFUL_TRACING", "").strip().lower() in ("1", "true", "yes", "on"):
+        from aws_lambda_powertools import Tracer
+
+        _built["tracer"] = Tracer(service="control-plane")
+
+
+def _config_error(exc: ConfigError) -> Response:
+    _log().error("Invalid configuration", extra={"variable": exc.variable, "error": str(exc)})
+    return _json(500, {"error": "configuration", "variable": exc.variable, "message": str(exc)})
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        body=json.dumps(body, default=str),
+        status_code=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def _serve(method: str, with_body: bool = False) -> Response:
+    request = app.current_request
+    if auth.missing_api_key(request.headers):
+        return _json(403, {"message": "Forbidden"})
+    problem = _body_problem() if with_body else None
+    if problem:
+        return _json(400, {"error": "bad request", "message": problem})
+    try:
+        reply = getattr(control(), method)()
+    except ConfigError as exc:
+        return _config_error(exc)
+    return _json(reply.status, reply.body, dict(reply.headers))
+
+
+def _body_problem() -> str | None:
+    """Why the request body is unacceptable; an empty body or a JSON object is fine."""
+    raw = app.current_request.raw_body
+    if not raw or not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return "the body must be empty or a JSON object"
+    if not isinstance(body, dict):
+        return "the body must be empty or a JSON object"
+    return None
+
+
+@app.route("/wake", methods=["POST"], **ROUTE)
+def wake() -> Response:
+    return _serve("wake", with_body=True)
+
+
+@app.route("/status", methods=["GET"], **ROUTE)
+def status() -> Response:
+    return _serve("status")
+
+
+@app.route("/sleep", methods=["POST"], **ROUTE)
+def sleep() -> Response:
+    return _serve("sleep", with_body=True)
+
+
+@app.on_cw_event(
+    {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]},
+    name="on_task_state_change",
+)
+def on_task_state_change(event: Any) -> dict[str, str]:
+    try:
+        plane = control()
+    except ConfigError as exc:
+        # Raising would only make Lambda retry an event that cannot succeed.
+        _log().error("Invalid configuration; event dropped",
+                     extra={"variable": exc.variable, "error": str(exc)})
+        return {"outcome": "config_error"}
+    return {"outcome": plane.handle_event(event.to_dict())}
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile")
+def reconcile(event: Any) -> dict[str, Any]:
+    try:
+        plane = control()
+    except ConfigError as exc:
+        _log().error("Invalid configuration; reconciler skipped",
+                     extra={"variable": exc.variable, "error": str(exc)})
+        return {"actions": ["config_error"]}
+    return {"actions": plane.reconcile()}

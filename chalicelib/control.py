@@ -1,0 +1,440 @@
+"""The control plane service: reads the facts, asks ``decisions``, performs the answer.
+
+Every public method returns plain data (``Reply`` for HTTP, an outcome name for events and the
+schedule) so ``app.py`` stays a thin layer of decorators. Dependencies come in through the
+constructor; ``ControlPlane.from_settings`` wires the real ones.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chalicelib import decisions
+from chalicelib.decisions import (
+    CheckDeadHolder,
+    FailedToStart,
+    Ignore,
+    NeverHeld,
+    RecordRunning,
+    ReleaseReservation,
+    StopTask,
+    TaskAction,
+    UnsyncedStop,
+    VerifiedStop,
+)
+from chalicelib.errors import (
+    LeaseHeld,
+    LeaseLost,
+    LeaseUnavailable,
+    StoreUnavailable,
+    TaskControlError,
+    WakefulError,
+)
+from chalicelib.events import STOPPED, MalformedEvent, TaskState, family_of, parse_event
+from chalicelib.lease import HELD, RESERVED, Lease, LeaseTable
+from chalicelib.ledger import TaskLedger
+from chalicelib.settings import ControlPlaneSettings
+from chalicelib.store import DatabaseStore
+from chalicelib.tasks import TaskLauncher, launcher_for
+
+# How long a client should wait before asking again, by situation (seconds).
+RETRY_STARTING = 5
+RETRY_UNAVAILABLE = 30
+
+
+class MetricSink(Protocol):
+    def emit(self, name: str, value: float = 1, unit: str = "Count", **properties: Any) -> None:
+        ...
+
+
+class PowertoolsMetrics:
+    """EMF metrics through Powertools, flushed as they happen."""
+
+    def __init__(self, service: str = "control-plane") -> None:
+        from chalicelib import observability
+
+        self._observability = observability
+        self._sink = observability.metrics(service)
+
+    def emit(self, name: str, value: float = 1, unit: str = "Count", **properties: Any) -> None:
+        self._observability.emit(self._sink, name, value, unit, **properties)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status code, JSON body, extra headers."""
+
+    status: int
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _retry_after(seconds: int) -> dict[str, str]:
+    return {"Retry-After": str(seconds)}
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        settings: ControlPlaneSettings,
+        lease: LeaseTable,
+        store: DatabaseStore,
+        launcher: TaskLauncher,
+        ledger: TaskLedger,
+        log: Any,
+        metrics: MetricSink,
+        clock: Callable[[], float] = time.time,
+        new_reservation: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.settings = settings
+        self.lease = lease
+        self.store = store
+        self.launcher = launcher
+        self.ledger = ledger
+        self.log = log
+        self.metrics = metrics
+        self.clock = clock
+        self.new_reservation = new_reservation
+        self.family = family_of(settings.task_definition)
+
+    @classmethod
+    def from_settings(
+        cls, settings: ControlPlaneSettings, log: Any, metrics: MetricSink | None = None
+    ) -> ControlPlane:
+        location = settings.location
+        return cls(
+            settings=settings,
+            lease=LeaseTable(
+                location.lease_table, location.lease_name,
+                region=location.region, endpoint_url=location.endpoint_url,
+            ),
+            store=DatabaseStore(
+                location.bucket, location.key, backup_retention=location.backup_retention,
+                region=location.region, endpoint_url=location.endpoint_url,
+            ),
+            launcher=launcher_for(settings),
+            ledger=TaskLedger(
+                location.lease_table, location.lease_name,
+                region=location.region, endpoint_url=location.endpoint_url,
+            ),
+            log=log,
+            metrics=metrics or PowertoolsMetrics(),
+        )
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def wake(self) -> Reply:
+        """Start the backend or keep it awake. Awake: one lease write. Asleep: three calls."""
+        try:
+            # The keepalive doubles as the read: it returns the whole item.
+            lease = self.lease.touch_wake()
+            answer = decisions.decide_wake(lease, self.clock())
+            if answer.state == "running":
+                self.metrics.emit("Wake", state="running")
+                return Reply(200, {"state": "running", "endpoint": answer.endpoint,
+                                   "task_arn": lease.task_arn})
+            if answer.state == "starting":
+                self.metrics.emit("Wake", state="starting")
+                return self._starting(lease.task_arn, lease.reservation_id)
+            return self._start()
+        except (LeaseUnavailable, StoreUnavailable) as exc:
+            return self._unavailable(exc)
+
+    def _start(self) -> Reply:
+        reservation = self.new_reservation()
+        try:
+            self.lease.reserve(reservation, self.settings.start_timeout)
+        except LeaseHeld:
+            # Another wake won the race between our read and our reservation: it is starting.
+            self.metrics.emit("Wake", state="starting")
+            return self._starting(None, None)
+        try:
+            task = self.launcher.start(reservation)
+        except TaskControlError as exc:
+            self._release_reservation(reservation)
+            self.log.error(
+                "Failed to start the backend task; reservation released",
+                extra={"reservation_id": reservation, "reason": exc.reason,
+                       "retryable": exc.retryable},
+            )
+            self.metrics.emit("TaskStartFailed")
+            return Reply(
+                503,
+                {"state": "asleep", "error": "task could not be started", "reason": exc.reason,
+                 "retryable": exc.retryable},
+                _retry_after(RETRY_UNAVAILABLE),
+            )
+        self.log.info(
+            "Backend task started",
+            extra={"task_arn": task.task_arn, "reservation_id": reservation},
+        )
+        self.metrics.emit("Wake", state="started")
+        self.metrics.emit("TaskStarted")
+        return self._starting(task.task_arn, reservation)
+
+    def _starting(self, task_arn: str | None, reservation: str | None) -> Reply:
+        body: dict[str, Any] = {"state": "starting"}
+        if task_arn:
+            body["task_arn"] = task_arn
+        if reservation:
+            body["reservation_id"] = reservation
+        return Reply(202, body, _retry_after(RETRY_STARTING))
+
+    def _release_reservation(self, reservation: str) -> None:
+        try:
+            self.lease.force_release(reservation)
+        except LeaseLost:
+            pass  # Already taken or released: nothing of ours is left on the lease.
+        except LeaseUnavailable as exc:
+            # It expires after the start timeout and the reconciler frees it then.
+            self.log.error("Could not release the reservation", extra={"error": str(exc)})
+
+    def status(self) -> Reply:
+        now = self.clock()
+        try:
+            lease = self.lease.read()
+            current = self.store.head()
+            backups = len(self.store.backups())
+        except (LeaseUnavailable, StoreUnavailable) as exc:
+            return self._unavailable(exc)
+        task = self._task_status(lease)
+        answer = decisions.decide_wake(lease, now)
+        state = {"start": "asleep"}.get(answer.state, answer.state)
+        last_upload = dict(lease.last_upload) if lease.last_upload else None
+        if last_upload is None and current is not None:
+            last_upload = current.describe()
+        return Reply(
+            200,
+            {
+                "state": state,
+                "endpoint": answer.endpoint,
+                "lease": {
+                    "name": lease.name,
+                    "state": lease.state,
+                    "holder": lease.holder,
+                    "token": lease.token,
+                    "expires_at": lease.expires_at,
+                    "last_wake": lease.last_wake,
+                    "last_holder": lease.last_holder,
+                },
+                "task": task,
+                "last_upload": _upload_summary(last_upload),
+                "current_object": _upload_summary(current.describe() if current else None),
+                "last_unsynced_stop": lease.last_unsynced_stop,
+                "last_start_failure": lease.extra.get("last_start_failure"),
+                "backups": backups,
+            },
+        )
+
+    def _task_status(self, lease: Lease) -> dict[str, Any] | None:
+        arn = lease.holder if decisions.is_task_arn(lease.holder) else lease.task_arn
+        if not arn or lease.state not in (HELD, RESERVED):
+            return None
+        try:
+            found = self.launcher.describe([arn]).get(arn)
+        except TaskControlError as exc:
+            return {"arn": arn, "status": None, "error": exc.reason}
+        if found is None:
+            return {"arn": arn, "status": "MISSING"}
+        return {"arn": arn, "status": found.last_status, "desired_status": found.desired_status}
+
+    def sleep(self) -> Reply:
+        """Stop the backend gracefully: ECS sends SIGTERM, the agent uploads and releases."""
+        now = self.clock()
+        try:
+            lease = self.lease.read()
+            if not lease.is_live(now):
+                return Reply(200, {"state": "asleep"})
+            targets = self._tasks_of(lease)
+            if not targets and lease.state == RESERVED and lease.holder:
+                self._release_reservation(lease.holder)
+                return Reply(200, {"state": "asleep"})
+            if not targets:
+                return Reply(409, {"error": "the lease holder is not a task this control plane "
+                                            "can stop", "holder": lease.holder})
+            for arn in targets:
+                self.launcher.stop(arn, "wakeful: sleep requested")
+                self.log.info("Stop requested", extra={"task_arn": arn})
+                self.metrics.emit("SleepRequested")
+        except (LeaseUnavailable, StoreUnavailable) as exc:
+            return self._unavailable(exc)
+        except TaskControlError as exc:
+            return Reply(503, {"error": "StopTask failed", "reason": exc.reason},
+                         _retry_after(RETRY_UNAVAILABLE))
+        return Reply(202, {"state": "stopping", "task_arns": targets},
+                     _retry_after(RETRY_STARTING))
+
+    def _tasks_of(self, lease: Lease) -> list[str]:
+        if lease.state == HELD and decisions.is_task_arn(lease.holder):
+            return [str(lease.holder)]
+        if lease.state == RESERVED:
+            if lease.task_arn:
+                return [lease.task_arn]
+            return [t.task_arn for t in self.launcher.running() if t.started_by == lease.holder]
+        return []
+
+    def _unavailable(self, exc: WakefulError) -> Reply:
+        self.log.error("A dependency is unavailable", extra={"error": str(exc)})
+        return Reply(503, {"error": "a dependency is unavailable", "reason": str(exc)},
+                     _retry_after(RETRY_UNAVAILABLE))
+
+    # -- EventBridge -----------------------------------------------------------------------
+
+    def handle_event(self, raw: Any) -> str:
+        """Account for one "ECS Task State Change". Returns the outcome's name.
+
+        Only a transient AWS failure is raised (Lambda retries an event twice, then drops it;
+        the reconciler catches up). Everything else is logged and answered with an outcome.
+        """
+        try:
+            event = parse_event(raw)
+        except MalformedEvent as exc:
+            self.log.warning("Dropped a malformed task event", extra={"error": str(exc)})
+            self.metrics.emit("MalformedEvent")
+            return "malformed"
+        task = event.task
+        if not task.in_cluster(self.settings.cluster) or task.family != self.family:
+            self.log.debug(
+                "Event for another cluster or family",
+                extra={"task_arn": task.task_arn, "cluster": task.cluster_arn},
+            )
+            return "other"
+        return self.account(task)
+
+    def account(self, task: TaskState, check_order: bool = True) -> str:
+        """Apply one observed task state; duplicates and late versions are dropped."""
+        try:
+            if check_order and decisions.is_stale(task, self.ledger.seen(task.task_arn)):
+                self.log.info(
+                    "Dropped a duplicate or out-of-order task event",
+                    extra={"task_arn": task.task_arn, "version": task.version,
+                           "status": task.last_status},
+                )
+                return "stale"
+            lease = self.lease.read()
+            upload = self.store.head() if task.last_status == STOPPED else None
+            action = decisions.decide(task, lease, upload, self.clock(), self.settings.app_port)
+            outcome = self._execute(action, task)
+            self.ledger.record(task.task_arn, task.version, task.last_status, outcome)
+        except WakefulError as exc:
+            if exc.retryable:
+                raise
+            self.log.error(
+                "Could not account for a task event",
+                extra={"task_arn": task.task_arn, "error": str(exc)},
+            )
+            return "error"
+        return outcome
+
+    def _execute(self, action: TaskAction, task: TaskState) -> str:
+        keys = {"task_arn": task.task_arn, "version": task.version}
+        if isinstance(action, Ignore):
+            self.log.debug("Nothing to do", extra={**keys, "reason": action.reason})
+            return "ignored"
+        if isinstance(action, RecordRunning):
+            try:
+                self.lease.record_task(action.task_arn, action.reservation_id, action.endpoint)
+            except LeaseLost:
+                return "ignored"
+            self.log.info("Backend task running", extra={**keys, "endpoint": action.endpoint})
+            self.metrics.emit("TaskRunning")
+            return "running"
+        if isinstance(action, VerifiedStop):
+            self._force_release(action.release)
+            self.log.info(
+                "Verified stop: the final upload is in S3",
+                extra={**keys, "upload": dict(action.upload)},
+            )
+            self.metrics.emit("VerifiedStop")
+            self.metrics.emit("TaskStopped", outcome="verified")
+            return "verified"
+        if isinstance(action, UnsyncedStop):
+            self.lease.set_fields({"last_unsynced_stop": dict(action.record)})
+            self._force_release(action.release)
+            self.log.error(
+                "Unsynced stop: the task stopped without its final upload; writes since its "
+                "last upload may be lost",
+                extra={**keys, **action.record},
+            )
+            self.metrics.emit("UnsyncedStop", task_arn=action.task_arn)
+            if action.window_seconds is not None:
+                self.metrics.emit("UnsyncedWindow", action.window_seconds, "Seconds")
+            self.metrics.emit("TaskStopped", outcome="unsynced")
+            return "unsynced"
+        if isinstance(action, FailedToStart):
+            self.lease.set_fields({"last_start_failure": dict(action.record)})
+            self._force_release(action.release)
+            self.log.error("Backend task failed to start",
+                           extra={**keys, "reason": action.reason})
+            self.metrics.emit("TaskFailedToStart")
+            return "failed_to_start"
+        if isinstance(action, NeverHeld):
+            self._force_release(action.release)
+            self.log.info("Task stopped without holding the lease; nothing to verify",
+                          extra={**keys, **task.describe()})
+            self.metrics.emit("TaskStopped", outcome="never_held")
+            return "never_held"
+        raise AssertionError(f"unhandled action {action!r}")
+
+    def _force_release(self, holder: str | None) -> None:
+        if not holder:
+            return
+        try:
+            self.lease.force_release(holder)
+            self.log.info("Lease released for a stopped holder", extra={"holder": holder})
+        except LeaseLost:
+            pass  # Someone (the agent, a wake) moved it on first: nothing to release.
+
+    # -- schedule --------------------------------------------------------------------------
+
+    def reconcile(self) -> list[str]:
+        """Enforce the lease rules against what ECS runs. Asleep: one read, no ECS calls."""
+        try:
+            lease = self.lease.read()
+            if not decisions.needs_tasks(lease):
+                return []
+            tasks = self.launcher.running()
+            holder_task = None
+            if lease.state == HELD and decisions.is_task_arn(lease.holder):
+                arn = str(lease.holder)
+                holder_task = next((t for t in tasks if t.task_arn == arn), None)
+                if holder_task is None:
+                    holder_task = self.launcher.describe([arn]).get(arn)
+            plan = decisions.reconcile(lease, holder_task, tasks, self.clock())
+        except WakefulError as exc:
+            self.log.error("Reconciler could not read the state", extra={"error": str(exc)})
+            return ["error"]
+        done = []
+        for action in plan.actions:
+            done.append(self._reconcile_one(action))
+        if plan.actions:
+            self.log.warning("Reconciler acted", extra={"actions": done,
+                                                        "notes": list(plan.notes)})
+        return done
+
+    def _reconcile_one(self, action: StopTask | ReleaseReservation | CheckDeadHolder) -> str:
+        try:
+            if isinstance(action, StopTask):
+                self.launcher.stop(action.task_arn, action.reason)
+                self.metrics.emit("ReconcilerAction", action="stop_task")
+                return f"stopped {action.task_arn}"
+            if isinstance(action, ReleaseReservation):
+                self._release_reservation(action.reservation_id)
+                self.metrics.emit("ReconcilerAction", action="release_reservation")
+                return f"released {action.reservation_id}"
+            self.metrics.emit("ReconcilerAction", action="dead_holder")
+            return f"{self.account(action.task, check_order=False)} {action.task.task_arn}"
+        except WakefulError as exc:
+            self.log.error("Reconciler action failed", extra={"error": str(exc)})
+            return f"failed {exc}"
+
+
+def _upload_summary(upload: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not upload:
+        return None
+    return {key: upload.get(key) for key in
+            ("at", "size", "reason", "token", "holder", "version_id", "sha256")}

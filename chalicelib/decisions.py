@@ -1,0 +1,298 @@
+"""Pure decisions of the control plane: what to do, given what was read. No I/O here.
+
+Each function takes the facts (a task's state, the lease, the current S3 object, the time) and
+returns an action; ``chalicelib.control`` performs it. Keeping them apart lets every branch be
+tested without AWS, and keeps the effects small enough to read at a glance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.events import RUNNING, STOPPED, TaskState
+from chalicelib.lease import HELD, RESERVED, Lease
+from chalicelib.store import ObjectInfo
+
+SHUTDOWN = "shutdown"
+NOT_HOLDER = "wakeful: not the lease holder (one task at a time)"
+START_TIMEOUT = "wakeful: start timeout, no agent took the reservation"
+
+# -- task state changes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Nothing to do; ``reason`` is logged so an operator can see why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecordRunning:
+    """Note the task and its endpoint on the lease it holds or was reserved for."""
+
+    task_arn: str
+    reservation_id: str | None
+    endpoint: str | None
+
+
+@dataclass(frozen=True)
+class VerifiedStop:
+    """The task's final upload is in S3. ``release`` names a holder still on the lease."""
+
+    task_arn: str
+    upload: Mapping[str, Any]
+    release: str | None
+
+
+@dataclass(frozen=True)
+class UnsyncedStop:
+    """The task stopped without a final upload: writes since ``last_upload_at`` may be lost."""
+
+    task_arn: str
+    window_seconds: float | None
+    record: Mapping[str, Any]
+    release: str | None
+
+
+@dataclass(frozen=True)
+class FailedToStart:
+    """ECS could not start the task; its reservation (if still on the lease) is released."""
+
+    task_arn: str
+    reason: str
+    record: Mapping[str, Any]
+    release: str | None
+
+
+@dataclass(frozen=True)
+class NeverHeld:
+    """The task stopped without ever holding the lease: it never ran the app, nothing to lose."""
+
+    task_arn: str
+    release: str | None
+
+
+TaskAction = Ignore | RecordRunning | VerifiedStop | UnsyncedStop | FailedToStart | NeverHeld
+
+
+def is_stale(task: TaskState, seen_version: int | None) -> bool:
+    """An event no newer than one already handled for this task (a duplicate or a late one)."""
+    return seen_version is not None and task.version <= seen_version
+
+
+def decide(
+    task: TaskState, lease: Lease, upload: ObjectInfo | None, now: float, app_port: int
+) -> TaskAction:
+    """What a task state change means for the lease and the database."""
+    if task.last_status == RUNNING:
+        return _running(task, lease, app_port)
+    if task.last_status == STOPPED:
+        return decide_stop(task, lease, upload, now)
+    return Ignore(f"status {task.last_status} needs nothing")
+
+
+def _running(task: TaskState, lease: Lease, app_port: int) -> TaskAction:
+    if not (_held_by(task, lease) or _reserved_for(task, lease)):
+        return Ignore("the lease is neither held by this task nor reserved for it")
+    endpoint = f"http://{task.private_ip}:{app_port}" if task.private_ip else None
+    if lease.task_arn == task.task_arn and lease.endpoint == endpoint:
+        return Ignore("task and endpoint already recorded")
+    return RecordRunning(task.task_arn, task.started_by, endpoint)
+
+
+def decide_stop(
+    task: TaskState, lease: Lease, upload: ObjectInfo | None, now: float
+) -> TaskAction:
+    """Account for a stopped task: verified, unsynced, failed to start, or never a holder."""
+    if _held_by(task, lease):
+        release: str | None = task.task_arn
+    elif _reserved_for(task, lease):
+        release = task.started_by
+    else:
+        release = None
+    if task.failed_to_start:
+        reason = task.stopped_reason or "TaskFailedToStart"
+        record = {**task.describe(), "reason": reason, "detected_at": now}
+        return FailedToStart(task.task_arn, reason, record, release)
+    proof = shutdown_upload(task.task_arn, lease, upload)
+    if proof is not None:
+        # An agent that uploaded but died before releasing leaves the lease to us.
+        held = release if release == task.task_arn else None
+        return VerifiedStop(task.task_arn, proof, held)
+    if not _ever_held(task.task_arn, lease, upload):
+        return NeverHeld(task.task_arn, release)
+    last_at = last_upload_at(task, lease, upload)
+    end = task.stopped_at or now
+    window = max(0.0, end - last_at) if last_at is not None else None
+    record = {
+        **task.describe(),
+        "window_seconds": window,
+        "last_upload_at": last_at,
+        "killed": task.killed,
+        "detected_at": now,
+    }
+    return UnsyncedStop(task.task_arn, window, record, release)
+
+
+def shutdown_upload(
+    task_arn: str, lease: Lease, upload: ObjectInfo | None
+) -> Mapping[str, Any] | None:
+    """The proof that ``task_arn`` made its final upload, or ``None``.
+
+    The current object's metadata is the primary proof; the lease's ``last_upload`` (written by
+    the agent right after the upload) is accepted too, so a later writer's object does not
+    hide an earlier task's good stop.
+    """
+    if upload is not None and upload.holder == task_arn and upload.reason == SHUTDOWN:
+        return upload.describe()
+    recorded = lease.last_upload or {}
+    if recorded.get("holder") == task_arn and recorded.get("reason") == SHUTDOWN:
+        return dict(recorded)
+    return None
+
+
+def last_upload_at(task: TaskState, lease: Lease, upload: ObjectInfo | None) -> float | None:
+    """When this task last put the database in S3; its start time if it never did."""
+    recorded = lease.last_upload or {}
+    times = []
+    if recorded.get("holder") == task.task_arn and recorded.get("at") is not None:
+        times.append(float(recorded["at"]))
+    if upload is not None and upload.holder == task.task_arn:
+        times.append(upload.last_modified.timestamp())
+    if times:
+        return max(times)
+    return task.started_at or task.created_at
+
+
+def _held_by(task: TaskState, lease: Lease) -> bool:
+    return lease.state in (HELD, RESERVED) and lease.holder == task.task_arn
+
+
+def _reserved_for(task: TaskState, lease: Lease) -> bool:
+    return (
+        lease.state == RESERVED
+        and task.started_by is not None
+        and lease.holder == task.started_by
+    )
+
+
+def _ever_held(task_arn: str, lease: Lease, upload: ObjectInfo | None) -> bool:
+    """Evidence that the task held the lease (and so may have run the app and written)."""
+    if lease.state == HELD and lease.holder == task_arn:
+        return True
+    if lease.last_holder == task_arn:
+        return True
+    if upload is not None and upload.holder == task_arn:
+        return True
+    return (lease.last_upload or {}).get("holder") == task_arn
+
+
+# -- wake ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WakeAnswer:
+    """``running`` (200), ``starting`` (202), or ``start`` (reserve and run a task)."""
+
+    state: str
+    endpoint: str | None = None
+
+
+def decide_wake(lease: Lease, now: float) -> WakeAnswer:
+    if not lease.is_live(now):
+        return WakeAnswer("start")
+    if lease.state == HELD and lease.endpoint:
+        return WakeAnswer("running", lease.endpoint)
+    return WakeAnswer("starting")
+
+
+# -- reconciler ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopTask:
+    task_arn: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReleaseReservation:
+    reservation_id: str
+
+
+@dataclass(frozen=True)
+class CheckDeadHolder:
+    """The holder is stopped or gone: account for it as a stop (which releases the lease)."""
+
+    task: TaskState
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[StopTask | ReleaseReservation | CheckDeadHolder, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def needs_tasks(lease: Lease) -> bool:
+    """While the lease is free the reconciler reads nothing else (the asleep path is one read)."""
+    return lease.state in (HELD, RESERVED)
+
+
+def is_task_arn(holder: str | None) -> bool:
+    return bool(holder) and str(holder).startswith("arn:") and ":task/" in str(holder)
+
+
+def reconcile(
+    lease: Lease, holder_task: TaskState | None, tasks: Sequence[TaskState], now: float
+) -> Plan:
+    """Restore the rules: a reservation is taken in time, a dead holder is released, one task.
+
+    ``holder_task`` is ECS's view of the holder (``None`` when ECS does not know it);
+    ``tasks`` are the family's tasks that ECS still wants running.
+    """
+    actions: list[StopTask | ReleaseReservation | CheckDeadHolder] = []
+    notes: list[str] = []
+    live = _alive(tasks)
+    if lease.state == RESERVED and lease.holder and lease.expires_at < now:
+        for task in live:
+            if task.started_by == lease.holder:
+                actions.append(StopTask(task.task_arn, START_TIMEOUT))
+        actions.append(ReleaseReservation(lease.holder))
+        notes.append("reservation not taken within the start timeout")
+        keep: set[str] = set()
+    elif lease.state == HELD and is_task_arn(lease.holder):
+        keep = {str(lease.holder)}
+        if holder_task is None or holder_task.last_status == STOPPED:
+            actions.append(CheckDeadHolder(holder_task or _missing(str(lease.holder), now)))
+            notes.append("holder is stopped or unknown to ECS")
+            keep = set()
+    else:
+        keep = {str(lease.holder)} if lease.holder else set()
+    for task in live:
+        if task.task_arn in keep or (task.started_by and task.started_by in keep):
+            continue
+        if any(a.task_arn == task.task_arn for a in actions if isinstance(a, StopTask)):
+            continue
+        actions.append(StopTask(task.task_arn, NOT_HOLDER))
+    return Plan(tuple(actions), tuple(notes))
+
+
+def _alive(tasks: Iterable[TaskState]) -> list[TaskState]:
+    return [t for t in tasks if t.last_status != STOPPED and t.desired_status != STOPPED]
+
+
+def _missing(task_arn: str, now: float) -> TaskState:
+    """What we know of a holder ECS no longer describes: only that it is gone."""
+    return TaskState(
+        task_arn=task_arn,
+        cluster_arn="",
+        task_definition_arn="",
+        last_status=STOPPED,
+        desired_status=STOPPED,
+        version=0,
+        stopped_at=now,
+        stopped_reason="ECS no longer knows this task",
+    )

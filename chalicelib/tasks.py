@@ -1,0 +1,168 @@
+"""Task control: the ``TaskLauncher`` contract and its ECS edge.
+
+The control plane only starts, stops and describes "the backend task"; how is the launcher's
+business. ``WAKEFUL_TASK_LAUNCHER`` picks one from ``LAUNCHERS``; ``ecs`` is built in, and a
+launcher for local processes can be registered under ``local`` without touching the callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from chalicelib import aws
+from chalicelib.errors import ConfigError, TaskControlError
+from chalicelib.events import MalformedEvent, TaskState, family_of, parse_task
+from chalicelib.settings import ControlPlaneSettings
+
+RESERVATION_ENV = "WAKEFUL_RESERVATION_ID"
+
+# RunTask failures that a later try may not hit (capacity and throttling), as ECS names them.
+_TRANSIENT_FAILURES = ("RESOURCE", "CAPACITY", "AGENT", "THROTTL", "UNAVAILABLE")
+_DESCRIBE_BATCH = 100
+
+
+class TaskLauncher(Protocol):
+    """What the control plane needs from whatever runs the backend."""
+
+    def start(self, reservation_id: str) -> TaskState:
+        """Start one task that will acquire ``reservation_id``; ``TaskControlError`` if refused."""
+        ...
+
+    def stop(self, task_arn: str, reason: str) -> None: ...
+
+    def describe(self, task_arns: Sequence[str]) -> dict[str, TaskState]:
+        """ECS's view of each task it still knows; unknown ones are left out."""
+        ...
+
+    def running(self) -> list[TaskState]:
+        """The family's tasks that are not yet stopped."""
+        ...
+
+
+class EcsTaskLauncher:
+    """Fargate tasks through the ECS API."""
+
+    def __init__(self, settings: ControlPlaneSettings, client: Any | None = None) -> None:
+        self.settings = settings
+        location = settings.location
+        self._ecs = client or aws.client("ecs", location.region, location.endpoint_url)
+        self.family = family_of(settings.task_definition)
+
+    def start(self, reservation_id: str) -> TaskState:
+        s = self.settings
+        request: dict[str, Any] = {
+            "cluster": s.cluster,
+            "taskDefinition": s.task_definition,
+            "launchType": "FARGATE",
+            "count": 1,
+            # ECS drops a repeated RunTask with the same token; the lease reservation is what
+            # makes wakes race-free, this only narrows the window of a retried request.
+            "clientToken": reservation_id[:64],
+            "startedBy": reservation_id[:128],
+            "networkConfiguration": {
+                "awsvpcConfiguration": {
+                    "subnets": list(s.subnets),
+                    "securityGroups": list(s.security_groups),
+                    "assignPublicIp": "ENABLED" if s.assign_public_ip else "DISABLED",
+                }
+            },
+            "overrides": {
+                "containerOverrides": [
+                    {
+                        "name": s.container_name,
+                        "environment": [{"name": RESERVATION_ENV, "value": reservation_id}],
+                    }
+                ]
+            },
+            "propagateTags": "TASK_DEFINITION",
+        }
+        if s.task_tags:
+            request["tags"] = [{"key": k, "value": v} for k, v in s.task_tags]
+        response = self._call("RunTask", self._ecs.run_task, **request)
+        failures = response.get("failures") or []
+        tasks = response.get("tasks") or []
+        if failures or not tasks:
+            reason = "; ".join(
+                f"{f.get('reason', '?')}" + (f" ({f['detail']})" if f.get("detail") else "")
+                for f in failures
+            ) or "no task was started"
+            transient = any(word in reason.upper() for word in _TRANSIENT_FAILURES)
+            raise TaskControlError("RunTask", reason, retryable=transient)
+        return _parse(tasks[0])
+
+    def stop(self, task_arn: str, reason: str) -> None:
+        self._call(
+            "StopTask", self._ecs.stop_task,
+            cluster=self.settings.cluster, task=task_arn, reason=reason[:255],
+        )
+
+    def describe(self, task_arns: Sequence[str]) -> dict[str, TaskState]:
+        found: dict[str, TaskState] = {}
+        arns = list(dict.fromkeys(task_arns))
+        for start in range(0, len(arns), _DESCRIBE_BATCH):
+            response = self._call(
+                "DescribeTasks", self._ecs.describe_tasks,
+                cluster=self.settings.cluster, tasks=arns[start:start + _DESCRIBE_BATCH],
+            )
+            for raw in response.get("tasks") or []:
+                task = _parse(raw)
+                found[task.task_arn] = task
+        return found
+
+    def running(self) -> list[TaskState]:
+        arns: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "cluster": self.settings.cluster,
+                "family": self.family,
+                "desiredStatus": "RUNNING",
+            }
+            if token:
+                kwargs["nextToken"] = token
+            response = self._call("ListTasks", self._ecs.list_tasks, **kwargs)
+            arns.extend(response.get("taskArns") or [])
+            token = response.get("nextToken")
+            if not token:
+                break
+        return list(self.describe(arns).values()) if arns else []
+
+    def _call(self, operation: str, method: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except aws.ClientError as exc:
+            message = exc.response.get("Error", {}).get("Message") or aws.error_code(exc)
+            raise TaskControlError(
+                operation, f"{aws.error_code(exc)}: {message}", retryable=aws.is_transient(exc)
+            ) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise TaskControlError(operation, str(exc), retryable=True) from exc
+
+
+def _parse(raw: Any) -> TaskState:
+    try:
+        return parse_task(raw)
+    except MalformedEvent as exc:
+        raise TaskControlError("DescribeTasks", f"unexpected task shape: {exc}") from exc
+
+
+LauncherFactory = Callable[[ControlPlaneSettings], TaskLauncher]
+
+LAUNCHERS: dict[str, LauncherFactory] = {"ecs": EcsTaskLauncher}
+
+
+def register_launcher(name: str, factory: LauncherFactory) -> None:
+    """Make ``WAKEFUL_TASK_LAUNCHER=name`` build tasks with ``factory``."""
+    LAUNCHERS[name] = factory
+
+
+def launcher_for(settings: ControlPlaneSettings) -> TaskLauncher:
+    factory = LAUNCHERS.get(settings.launcher)
+    if factory is None:
+        raise ConfigError(
+            "WAKEFUL_TASK_LAUNCHER",
+            f"no launcher named {settings.launcher!r} is installed "
+            f"(available: {', '.join(sorted(LAUNCHERS))})",
+        )
+    return factory(settings)
