@@ -1,0 +1,29 @@
+# One virtual environment for everything; `make demo` and `make test` create it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(PY) scripts/demo_agent.py
+
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup lint
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/bench_agent.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench/results

@@ -1,0 +1,152 @@
+"""Helpers to run the real agent as a process and look at what it left in S3 and DynamoDB."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITER = str(ROOT / "tests" / "apps" / "writer.py")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class AgentProcess:
+    """``python -m container run -- CMD`` with its output captured to a file."""
+
+    def __init__(self, env: dict[str, str], argv: list[str], log_dir: Path, name: str = "agent"):
+        self.env = env
+        self.local_path = env["DB_LOCAL_PATH"]
+        self.output_path = log_dir / f"{name}.out"
+        self._output = open(self.output_path, "wb")  # noqa: SIM115 - closed in wait()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "container", "run", "--", *argv],
+            env=env,
+            cwd=str(ROOT),
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def state(self) -> dict[str, Any]:
+        try:
+            with open(self.local_path + ".wakeful.json", encoding="utf-8") as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def wait_running(self, timeout: float = 30.0) -> None:
+        def running() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"agent exited with {self.process.returncode}:\n{self.output()}"
+                )
+            current = self.state()
+            return current.get("pid") == self.pid and current.get("state") == "running"
+
+        wait_for(running, timeout, "the agent to run its app")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self._output.close()
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def messages(self) -> list[str]:
+        found = []
+        for line in self.output().splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line).get("message", ""))
+                except ValueError:
+                    continue
+        return found
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.wait()
+
+
+def writer(env: dict[str, str], log: Path, interval: float = 0.02, mode: str = "wal") -> list[str]:
+    return [sys.executable, WRITER, env["DB_LOCAL_PATH"], str(log), str(interval), mode]
+
+
+def committed_ids(log: Path) -> list[int]:
+    if not log.exists():
+        return []
+    return [int(line) for line in log.read_text().split() if line.strip().isdigit()]
+
+
+def lease_item(table: str = "wakeful-test-leases", name: str = "wakeful-test-db/db.sqlite3"):
+    from chalicelib.lease import LeaseTable
+
+    return LeaseTable(table, name).read()
+
+
+def current_object(bucket: str = "wakeful-test-db", key: str = "db.sqlite3") -> dict[str, Any]:
+    return boto3.client("s3").head_object(Bucket=bucket, Key=key)
+
+
+def s3_rows(
+    bucket: str = "wakeful-test-db", key: str = "db.sqlite3", version_id: str | None = None
+) -> list[tuple]:
+    """Download the object and return its ``rows`` table, after a full integrity check."""
+    s3 = boto3.client("s3")
+    extra = {"VersionId": version_id} if version_id else {}
+    body = s3.get_object(Bucket=bucket, Key=key, **extra)["Body"].read()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "copy.sqlite3")
+        with open(path, "wb") as handle:
+            handle.write(body)
+        db = sqlite3.connect(path)
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            return db.execute("SELECT id, pid FROM rows ORDER BY id").fetchall()
+        finally:
+            db.close()
+
+
+def seed_database(path: Path, rows: int, pid: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, pid INTEGER, body TEXT)")
+    db.executemany(
+        "INSERT INTO rows VALUES (?, ?, ?)", [(n, pid, "seed") for n in range(1, rows + 1)]
+    )
+    db.commit()
+    db.close()
+    return path
+
+
+def put_object(data: bytes, bucket: str = "wakeful-test-db", key: str = "db.sqlite3") -> str:
+    """A blind write, like ``aws s3 cp``: returns the new version id."""
+    return boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data)["VersionId"]

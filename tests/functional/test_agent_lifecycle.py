@@ -1,0 +1,317 @@
+"""The agent's ``run`` lifecycle as a real process: real SQLite, real signals, moto over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.agent_harness import (
+    AgentProcess,
+    committed_ids,
+    current_object,
+    lease_item,
+    put_object,
+    s3_rows,
+    seed_database,
+    wait_for,
+    writer,
+)
+from tests.tcp_proxy import TcpProxy
+
+
+def _env(agent_env: dict[str, str], tmp_path: Path, name: str, **extra: str) -> dict[str, str]:
+    env = dict(agent_env)
+    env["DB_LOCAL_PATH"] = str(tmp_path / name / "db.sqlite3")
+    env.update(extra)
+    return env
+
+
+def test_round_trip_rows_survive_sigterm_and_next_run(agent_env, tmp_path):
+    log = tmp_path / "writes.log"
+    first = AgentProcess(agent_env, writer(agent_env, log), tmp_path, "first")
+    first.wait_running()
+    wait_for(lambda: len(committed_ids(log)) >= 20, what="20 committed rows")
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0, first.output()
+
+    acknowledged = committed_ids(log)
+    head = current_object()
+    assert head["Metadata"]["wakeful-reason"] == "shutdown"
+    assert [row[0] for row in s3_rows()] == acknowledged
+    assert "Database uploaded successfully to s3://wakeful-test-db/db.sqlite3" in first.messages()
+    assert lease_item().state == "FREE"
+
+    env = _env(agent_env, tmp_path, "second")
+    second = AgentProcess(env, writer(env, log), tmp_path, "second")
+    second.wait_running()
+    assert "Database downloaded successfully from s3://wakeful-test-db/db.sqlite3" in (
+        second.messages()
+    )
+    wait_for(lambda: len(committed_ids(log)) >= len(acknowledged) + 5, what="more rows")
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0, second.output()
+    rows = [row[0] for row in s3_rows()]
+    assert rows[: len(acknowledged)] == acknowledged
+    assert rows == committed_ids(log)
+    assert Path(env["DB_LOCAL_PATH"] + ".backup").exists()
+
+
+def test_sigkill_of_agent_and_app_loses_nothing_before_last_periodic_sync(agent_env, tmp_path):
+    env = {**agent_env, "WAKEFUL_SYNC_INTERVAL": "0.5"}
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(env, writer(env, log), tmp_path)
+    agent.wait_running()
+    wait_for(lambda: len(committed_ids(log)) >= 10, what="rows")
+    before = committed_ids(log)
+    # Two uploads after this point: the second one's snapshot certainly started after it.
+    seen = {(lease_item().last_upload or {}).get("version_id")}
+
+    def new_upload() -> bool:
+        seen.add((lease_item().last_upload or {}).get("version_id"))
+        return len(seen - {None}) >= 3
+
+    wait_for(new_upload, what="two periodic uploads")
+    app_pid = agent.state().get("pid") and _child_pid(agent.pid)
+    os.kill(agent.pid, signal.SIGKILL)
+    if app_pid:
+        # As when a container is killed: both at once (PDEATHSIG would follow anyway).
+        os.kill(app_pid, signal.SIGKILL)
+    agent.wait()
+
+    rows = [row[0] for row in s3_rows()]  # s3_rows runs PRAGMA integrity_check
+    assert set(before) <= set(rows)
+    assert rows == list(range(1, len(rows) + 1))
+    assert current_object()["Metadata"]["wakeful-reason"] == "periodic"
+
+
+def test_app_dies_with_a_killed_agent(agent_env, tmp_path):
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(agent_env, writer(agent_env, log), tmp_path)
+    agent.wait_running()
+    app_pid = wait_for(lambda: _child_pid(agent.pid), what="the app process")
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.wait()
+    wait_for(lambda: not _alive(app_pid), what="the app to die with its agent")
+
+
+def test_killed_during_upload_leaves_previous_good_version(agent_env, tmp_path):
+    good = seed_database(tmp_path / "seed" / "good.sqlite3", rows=50)
+    good_version = put_object(good.read_bytes())
+    env = {**agent_env, "WAKEFUL_SYNC_INTERVAL": "0"}
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(env, writer(env, log, interval=0.001), tmp_path)
+    agent.wait_running()
+    # Grow the database so the upload takes a while, then kill mid-transfer.
+    db = sqlite3.connect(env["DB_LOCAL_PATH"], timeout=30)
+    db.execute("CREATE TABLE ballast (b BLOB)")
+    db.executemany("INSERT INTO ballast VALUES (randomblob(1048576))", [()] * 48)
+    db.commit()
+    db.close()
+    agent.signal(signal.SIGTERM)
+    wait_for(lambda: "Uploading database to S3..." in agent.messages(), what="upload start")
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.wait()
+
+    head = current_object()
+    if head["Metadata"].get("wakeful-reason") == "shutdown":
+        pytest.skip("the upload finished before the kill landed; nothing torn to check")
+    assert head["VersionId"] == good_version
+    assert len(s3_rows()) == 50
+
+
+def test_two_agents_at_once_exactly_one_app_runs(agent_env, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    agents = []
+    for name in ("a", "b"):
+        env = _env(agent_env, tmp_path, name, WAKEFUL_ACQUIRE_TIMEOUT="2")
+        app = [
+            "python", "-c",
+            "import os, sys, time; open(sys.argv[1] + '/' + str(os.getpid()), 'w').close();"
+            " time.sleep(60)",
+            str(markers),
+        ]
+        agents.append(AgentProcess(env, app, tmp_path, name))
+    loser = wait_for(
+        lambda: next((a for a in agents if a.process.poll() is not None), None),
+        timeout=30, what="one agent to give up",
+    )
+    winner = next(a for a in agents if a is not loser)
+    assert loser.wait() == 3, loser.output()
+    assert "Could not acquire the lease" in loser.output()
+    winner.wait_running()
+    assert len(list(markers.iterdir())) == 1
+    winner.signal(signal.SIGTERM)
+    assert winner.wait() == 0
+
+
+def test_stale_holder_is_fenced_out_and_keeps_its_file(agent_env, tmp_path):
+    env_a = _env(agent_env, tmp_path, "a", WAKEFUL_LEASE_TTL="1.5", WAKEFUL_SYNC_INTERVAL="0.3")
+    log_a = tmp_path / "a.log"
+    a = AgentProcess(env_a, writer(env_a, log_a), tmp_path, "a")
+    a.wait_running()
+    wait_for(lambda: lease_item().last_upload, what="A's first upload")
+    app_a = wait_for(lambda: _child_pid(a.pid), what="A's app")
+    os.kill(a.pid, signal.SIGSTOP)
+    os.kill(app_a, signal.SIGSTOP)
+    wait_for(lambda: lease_item().expires_at < _now(), timeout=10, what="A's lease to expire")
+
+    env_b = _env(agent_env, tmp_path, "b", WAKEFUL_SYNC_INTERVAL="0.3")
+    log_b = tmp_path / "b.log"
+    b = AgentProcess(env_b, writer(env_b, log_b), tmp_path, "b")
+    b.wait_running()
+    assert lease_item().token == 2
+    wait_for(
+        lambda: (lease_item().last_upload or {}).get("token") == 2, what="B's first upload"
+    )
+
+    os.kill(app_a, signal.SIGCONT)
+    os.kill(a.pid, signal.SIGCONT)
+    assert a.wait(timeout=30) == 5, a.output()
+    assert any(m.startswith("Lease lost") for m in a.messages()), a.output()
+    kept = list((tmp_path / "a").glob("db.sqlite3.conflict.*"))
+    assert [p for p in kept if not p.name.endswith(("-wal", "-journal"))]
+    assert not _alive(app_a)
+
+    b.signal(signal.SIGTERM)
+    assert b.wait() == 0, b.output()
+    rows = s3_rows()
+    assert {pid for _, pid in rows[-5:]} == {_writer_pid(log_b, b)}
+    assert [row[0] for row in rows][-1] == committed_ids(log_b)[-1]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_current_object_falls_back_to_newest_good_version(agent_env, tmp_path, damage):
+    good = seed_database(tmp_path / "seed" / "good.sqlite3", rows=30)
+    put_object(good.read_bytes())
+    if damage == "garbage":
+        put_object(b"test data\n")  # what the old runbook's own test uploads
+    else:
+        put_object(good.read_bytes()[: len(good.read_bytes()) // 2])
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(agent_env, writer(agent_env, log), tmp_path)
+    agent.wait_running()
+    wait_for(lambda: committed_ids(log), what="the app to write")
+    assert any("falling back" in m for m in agent.messages()), agent.output()
+    assert '"level":"ERROR"' in agent.output()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0, agent.output()
+    rows = [row[0] for row in s3_rows()]
+    assert rows[:30] == list(range(1, 31))
+    assert len(rows) == 30 + len(committed_ids(log))
+
+
+def test_no_good_version_exits_without_starting_the_app(agent_env, tmp_path):
+    put_object(b"not a database")
+    marker = tmp_path / "started"
+    agent = AgentProcess(agent_env, ["touch", str(marker)], tmp_path)
+    assert agent.wait() == 4, agent.output()
+    assert not marker.exists()
+    assert "Failed to download database" in agent.output()
+    assert lease_item().state == "FREE"
+
+
+def test_wal_writes_not_checkpointed_at_sigterm_are_uploaded(agent_env, tmp_path):
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(agent_env, writer(agent_env, log, mode="wal-hard-exit"), tmp_path)
+    agent.wait_running()
+    wait_for(lambda: len(committed_ids(log)) >= 30, what="rows")
+    wal = Path(agent_env["DB_LOCAL_PATH"] + "-wal")
+    assert wal.exists() and wal.stat().st_size > 0
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0, agent.output()
+    assert [row[0] for row in s3_rows()] == committed_ids(log)
+
+
+def test_s3_unreachable_at_shutdown_keeps_file_and_lease(agent_env, tmp_path, moto_server):
+    proxy = TcpProxy(moto_server.port)
+    env = {**agent_env, "AWS_ENDPOINT_URL_S3": proxy.url, "WAKEFUL_STOP_BUDGET": "3"}
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(env, writer(env, log), tmp_path)
+    agent.wait_running()
+    wait_for(lambda: len(committed_ids(log)) >= 10, what="rows")
+    proxy.cut()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 6, agent.output()
+    assert "Failed to upload database" in agent.output()
+    lease = lease_item()
+    assert lease.state == "HELD"
+    db = sqlite3.connect(env["DB_LOCAL_PATH"])
+    assert [r[0] for r in db.execute("SELECT id FROM rows ORDER BY id")] == committed_ids(log)
+    db.close()
+
+
+def test_idle_backend_uploads_and_goes_to_sleep(agent_env, tmp_path):
+    env = {**agent_env, "WAKEFUL_IDLE_TIMEOUT": "2", "WAKEFUL_LEASE_TTL": "1.5"}
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(env, writer(env, log), tmp_path)
+    assert agent.wait(timeout=30) == 0, agent.output()
+    assert any("Idle timeout" in m for m in agent.messages())
+    assert current_object()["Metadata"]["wakeful-reason"] == "shutdown"
+    assert [row[0] for row in s3_rows()] == committed_ids(log)
+    assert lease_item().state == "FREE"
+
+
+def test_app_exit_code_is_the_agents(agent_env, tmp_path):
+    agent = AgentProcess(agent_env, ["python", "-c", "raise SystemExit(17)"], tmp_path)
+    assert agent.wait() == 17, agent.output()
+    assert lease_item().state == "FREE"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DB_S3_BUCKET", ""), ("WAKEFUL_SYNC_INTERVAL", "soon"), ("WAKEFUL_LEASE_TTL", "-1")],
+)
+def test_bad_configuration_is_one_line_and_exit_2(agent_env, tmp_path, variable, value):
+    env = {**agent_env, variable: value}
+    marker = tmp_path / "started"
+    agent = AgentProcess(env, ["touch", str(marker)], tmp_path)
+    assert agent.wait() == 2
+    lines = agent.output().strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], lines
+    assert not marker.exists()
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _child_pid(parent: int) -> int | None:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[-1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == parent:
+            return int(entry)
+    return None
+
+
+def _writer_pid(log: Path, agent: AgentProcess) -> int:
+    db = sqlite3.connect(agent.local_path) if os.path.exists(agent.local_path) else None
+    if db is None:
+        raise AssertionError("no local database")
+    try:
+        return int(db.execute("SELECT pid FROM rows ORDER BY id DESC LIMIT 1").fetchone()[0])
+    finally:
+        db.close()
