@@ -124,6 +124,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "database" {
     }
   }
 
-  # Lifecycle rules on an unversioned bucket would expire the current database.
+  # Noncurrent-version rules mean nothing until versioning is on; S3 may evaluate a
+  # configuration as soon as it lands, so versioning goes first.
   depends_on = [aws_s3_bucket_versioning.database]
 }

@@ -140,6 +140,12 @@ variable "lease_name" {
   default     = ""
 }
 
+variable "task_ledger_ttl" {
+  description = "Let DynamoDB TTL delete the control plane's per-task ledger items (attribute purge_at). The lease item never carries purge_at, so its token is never expired."
+  type        = bool
+  default     = true
+}
+
 variable "deletion_protection" {
   description = "DynamoDB deletion protection on the lease table. The table holds the fencing token, which must outlive every holder."
   type        = bool
@@ -419,7 +425,7 @@ variable "start_timeout_seconds" {
 }
 
 variable "task_tags" {
-  description = "Tags the control plane puts on each task it starts (WAKEFUL_TASK_TAGS)."
+  description = "Extra tags the control plane puts on each task it starts (WAKEFUL_TASK_TAGS); app and stage are always set."
   type        = map(string)
   default     = {}
 
@@ -457,7 +463,7 @@ variable "alarm_topic_kms_key_id" {
 }
 
 variable "metrics_namespace" {
-  description = "CloudWatch namespace of the EMF metrics that the agent and the control plane emit (POWERTOOLS_METRICS_NAMESPACE)."
+  description = "CloudWatch namespace of the EMF metrics that the agent and the control plane emit (chalicelib/observability.py NAMESPACE)."
   type        = string
   default     = "wakeful"
 }
