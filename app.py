@@ -24,6 +24,15 @@ ROUTE = auth.route_options()
 _built: dict[str, Any] = {}
 
 
+def reset() -> None:
+    """Forget what was built, so the next invocation reads the settings again.
+
+    A Lambda container never needs this (its environment does not change); tests and the
+    benchmark that change the environment do.
+    """
+    _built.clear()
+
+
 def _log() -> Any:
     if "log" not in _built:
         from chalicelib.observability import logger

@@ -1,0 +1,47 @@
+"""A moto server that answers one request at a time.
+
+DynamoDB applies conditional writes to one item one after another; moto's threaded server does
+not (two racing conditional updates of a missing item can both pass). Tests about racing
+writers use this server so that moto behaves like DynamoDB there: the race is still real (many
+threads, many connections), only the server's answers are serialised.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from tests.moto_server import MotoServer
+
+_SERVE = (
+    "import sys\n"
+    "from werkzeug.serving import run_simple\n"
+    "from moto.moto_server.threaded_moto_server import DomainDispatcherApplication\n"
+    "from moto.server import create_backend_app\n"
+    "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app),"
+    " threaded=False, use_reloader=False)\n"
+)
+
+
+class SerialMotoServer(MotoServer):
+    def start(self, timeout: float = 30.0) -> SerialMotoServer:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "MOTO_CALL_RESET_API": "true"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self._process.returncode}")
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
+                return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.05)
+        raise RuntimeError(f"moto server on {self.url} did not start in {timeout}s")

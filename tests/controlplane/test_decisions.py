@@ -1,0 +1,143 @@
+"""The pure decisions, without I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from chalicelib import decisions
+from chalicelib.decisions import (
+    CheckDeadHolder,
+    FailedToStart,
+    Ignore,
+    NeverHeld,
+    RecordRunning,
+    ReleaseReservation,
+    StopTask,
+    UnsyncedStop,
+    VerifiedStop,
+)
+from chalicelib.events import TaskState, parse_event
+from chalicelib.lease import FREE, HELD, RESERVED, Lease
+from chalicelib.store import ObjectInfo
+from tests.controlplane.conftest import event
+
+NOW = 1_700_000_000.0
+
+
+def task(name: str, **detail: object) -> TaskState:
+    return parse_event(event(name, **detail)).task
+
+
+ARN = task("task-running.json").task_arn
+
+
+def upload(holder: str, reason: str, at: float) -> ObjectInfo:
+    return ObjectInfo(
+        key="db.sqlite3", etag='"e"', version_id="v1", size=4096,
+        last_modified=dt.datetime.fromtimestamp(at, dt.UTC),
+        metadata={"wakeful-holder": holder, "wakeful-reason": reason, "wakeful-token": "3"},
+    )
+
+
+def held(**fields: object) -> Lease:
+    return Lease(name="db", state=HELD, holder=ARN, token=3, expires_at=NOW + 30, **fields)
+
+
+def test_running_records_the_endpoint_for_the_holder_or_its_reservation() -> None:
+    running = task("task-running.json", startedBy="res-1")
+    action = decisions.decide(running, held(), None, NOW, 8000)
+    assert action == RecordRunning(ARN, "res-1", "http://10.0.0.139:8000")
+    reserved = Lease(name="db", state=RESERVED, holder="res-1", expires_at=NOW + 60)
+    assert isinstance(decisions.decide(running, reserved, None, NOW, 8000), RecordRunning)
+    other = Lease(name="db", state=HELD, holder="arn:aws:ecs:r:1:task/c/other", expires_at=NOW)
+    assert isinstance(decisions.decide(running, other, None, NOW, 8000), Ignore)
+
+
+def test_stop_after_the_final_upload_is_verified_without_a_second_release() -> None:
+    stopped = task("task-stopped-exit-0.json")
+    released = Lease(name="db", state=FREE, last_holder=ARN, token=3)
+    action = decisions.decide(stopped, released, upload(ARN, "shutdown", NOW - 5), NOW, 8000)
+    assert isinstance(action, VerifiedStop) and action.release is None
+
+
+def test_verified_stop_releases_a_lease_the_agent_did_not_get_to_release() -> None:
+    stopped = task("task-stopped-exit-0.json")
+    action = decisions.decide(stopped, held(), upload(ARN, "shutdown", NOW - 5), NOW, 8000)
+    assert isinstance(action, VerifiedStop) and action.release == ARN
+
+
+def test_lease_record_proves_the_stop_when_a_newer_object_replaced_it() -> None:
+    stopped = task("task-stopped-exit-0.json")
+    lease = Lease(name="db", last_upload={"holder": ARN, "reason": "shutdown", "at": NOW - 9})
+    newer = upload("arn:aws:ecs:r:1:task/c/next", "periodic", NOW)
+    assert isinstance(decisions.decide(stopped, lease, newer, NOW, 8000), VerifiedStop)
+
+
+def test_sigkill_after_a_periodic_upload_is_unsynced_with_the_window_since_it() -> None:
+    stopped = task("task-stopped-exit-137.json")
+    last = stopped.stopped_at - 42.5
+    lease = held(last_upload={"holder": ARN, "reason": "periodic", "at": last})
+    action = decisions.decide(stopped, lease, upload(ARN, "periodic", last), NOW, 8000)
+    assert isinstance(action, UnsyncedStop)
+    assert action.window_seconds == 42.5
+    assert action.release == ARN
+    assert action.record["killed"] is True
+    assert action.record["exit_codes"] == {"app": 137}
+
+
+def test_unsynced_window_runs_from_the_start_when_the_task_never_uploaded() -> None:
+    stopped = task("task-stopped-exit-137.json")
+    action = decisions.decide(stopped, held(), None, NOW, 8000)
+    assert isinstance(action, UnsyncedStop)
+    assert action.window_seconds == stopped.stopped_at - stopped.started_at
+
+
+def test_failed_to_start_releases_its_reservation() -> None:
+    failed = task("task-failed-to-start.json", startedBy="res-9")
+    reserved = Lease(name="db", state=RESERVED, holder="res-9", expires_at=NOW + 60)
+    action = decisions.decide(failed, reserved, None, NOW, 8000)
+    assert isinstance(action, FailedToStart) and action.release == "res-9"
+    assert "CannotPullContainerError" in action.reason
+
+
+def test_a_task_that_never_held_the_lease_has_nothing_to_verify() -> None:
+    stopped = task("task-stopped-user-initiated.json")
+    other = Lease(name="db", state=HELD, holder="arn:aws:ecs:r:1:task/c/x", expires_at=NOW)
+    action = decisions.decide(stopped, other, None, NOW, 8000)
+    assert action == NeverHeld(ARN, None)
+
+
+def test_stale_versions_are_duplicates_or_late() -> None:
+    running = task("task-running.json")
+    assert decisions.is_stale(running, 4) and decisions.is_stale(running, 6)
+    assert not decisions.is_stale(running, None) and not decisions.is_stale(running, 3)
+
+
+def test_wake_answers_by_lease_state() -> None:
+    assert decisions.decide_wake(Lease(name="db"), NOW).state == "start"
+    assert decisions.decide_wake(held(endpoint="http://a:1"), NOW).state == "running"
+    assert decisions.decide_wake(held(), NOW).state == "starting"
+    expired = Lease(name="db", state=HELD, holder=ARN, expires_at=NOW - 1)
+    assert decisions.decide_wake(expired, NOW).state == "start"
+
+
+def test_reconciler_reads_nothing_more_while_asleep() -> None:
+    assert not decisions.needs_tasks(Lease(name="db"))
+    assert decisions.needs_tasks(held())
+
+
+def test_reconciler_stops_and_releases_an_orphaned_reservation() -> None:
+    lease = Lease(name="db", state=RESERVED, holder="res-1", expires_at=NOW - 1)
+    booting = task("task-running.json", startedBy="res-1", lastStatus="PENDING")
+    plan = decisions.reconcile(lease, None, [booting], NOW)
+    assert plan.actions == (StopTask(ARN, decisions.START_TIMEOUT), ReleaseReservation("res-1"))
+
+
+def test_reconciler_checks_a_dead_holder_and_stops_a_second_task() -> None:
+    second = task("task-running.json", taskArn="arn:aws:ecs:us-west-2:1:task/FargateCluster/b2")
+    plan = decisions.reconcile(held(), None, [second], NOW)
+    assert isinstance(plan.actions[0], CheckDeadHolder)
+    assert plan.actions[0].task.task_arn == ARN
+    assert plan.actions[1] == StopTask(second.task_arn, decisions.NOT_HOLDER)
+    alive = task("task-running.json")
+    assert decisions.reconcile(held(), alive, [alive], NOW).actions == ()

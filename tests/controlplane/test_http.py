@@ -1,0 +1,189 @@
+"""POST /wake, GET /status, POST /sleep through chalice.test.Client against moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+import boto3
+
+from chalicelib.lease import FREE, HELD, RESERVED
+from chalicelib.settings import ControlPlaneSettings
+from tests.conftest import create_bucket, create_lease_table
+from tests.controlplane.agent_double import AgentDouble
+from tests.controlplane.conftest import (
+    CLUSTER,
+    KEY,
+    build_plane,
+    chalice_client_for,
+    create_cluster,
+    ecs_tasks,
+    lease_table,
+    pin_tasks,
+)
+from tests.controlplane.serial_moto import SerialMotoServer
+
+
+def post(client: Any, path: str, body: str = "", headers: dict[str, str] | None = None) -> Any:
+    headers = {**KEY, "Content-Type": "application/json", **(headers or {})}
+    return client.http.post(path, headers=headers, body=body)
+
+
+def test_wake_while_asleep_starts_one_task_with_the_reservation(chalice_client, settings):
+    response = post(chalice_client, "/wake")
+    assert response.status_code == 202
+    assert response.headers["Retry-After"] == "5"
+    body = json.loads(response.body)
+    assert body["state"] == "starting"
+    reservation = body["reservation_id"]
+    [task] = ecs_tasks()
+    assert task["taskArn"] == body["task_arn"]
+    assert task["startedBy"] == reservation
+    [override] = task["overrides"]["containerOverrides"]
+    assert override["environment"] == [{"name": "WAKEFUL_RESERVATION_ID", "value": reservation}]
+    tags = boto3.client("ecs").list_tags_for_resource(resourceArn=task["taskArn"])["tags"]
+    assert {"key": "stage", "value": "test"} in tags
+    lease = lease_table(settings).read()
+    assert lease.state == RESERVED and lease.holder == reservation
+
+
+def test_wake_while_starting_starts_nothing_more(chalice_client):
+    first = json.loads(post(chalice_client, "/wake").body)
+    again = post(chalice_client, "/wake")
+    assert again.status_code == 202
+    assert json.loads(again.body)["reservation_id"] == first["reservation_id"]
+    assert len(ecs_tasks()) == 1
+
+
+def test_wake_while_running_keeps_it_awake_and_answers_the_endpoint(
+    chalice_client, settings, tmp_path
+):
+    agent = AgentDouble(settings, "arn:aws:ecs:us-east-1:123456789012:task/wakeful-test/abc",
+                        tmp_path)
+    agent.acquire()
+    table = lease_table(settings)
+    table.record_task(agent.holder, None, "http://10.0.1.5:8000")
+    before = table.read().last_wake
+    response = post(chalice_client, "/wake")
+    assert response.status_code == 200
+    body = json.loads(response.body)
+    assert body == {"state": "running", "endpoint": "http://10.0.1.5:8000",
+                    "task_arn": agent.holder}
+    after = table.read()
+    assert after.state == HELD and (before is None or after.last_wake > before)
+    assert ecs_tasks() == []
+
+
+def test_twenty_concurrent_wakes_start_exactly_one_task(control_env, monkeypatch):
+    server = SerialMotoServer().start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+        create_bucket()
+        create_lease_table()
+        pin_tasks(server)
+        network = create_cluster()
+        env = {**os.environ, **control_env, "AWS_ENDPOINT_URL": server.url,
+               "WAKEFUL_SUBNETS": network["subnet"],
+               "WAKEFUL_SECURITY_GROUPS": network["security_group"]}
+        plane = build_plane(ControlPlaneSettings.from_env(env))
+        barrier = threading.Barrier(20)
+        replies: list[Any] = []
+
+        def wake() -> None:
+            barrier.wait()
+            replies.append(plane.wake())
+
+        threads = [threading.Thread(target=wake) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [r.status for r in replies] == [202] * 20
+        assert len(ecs_tasks()) == 1
+        assert plane.metrics.names().count("TaskStarted") == 1
+    finally:
+        server.stop()
+
+
+def test_no_api_key_is_forbidden(chalice_client):
+    response = chalice_client.http.post("/wake", headers={"Content-Type": "application/json"})
+    assert response.status_code == 403
+    assert chalice_client.http.get("/status").status_code == 403
+    assert ecs_tasks() == []
+
+
+def test_bad_json_is_a_400_that_starts_nothing(chalice_client):
+    for body in ("{not json", "[1, 2]", '"wake"'):
+        response = post(chalice_client, "/wake", body)
+        assert response.status_code == 400, body
+        assert "JSON object" in json.loads(response.body)["message"]
+    assert ecs_tasks() == []
+    assert post(chalice_client, "/wake", '{"reason": "page view"}').status_code == 202
+
+
+def test_run_task_refused_is_a_503_and_the_lease_is_free_again(control_env, settings, tmp_path):
+    # A task definition ECS does not know: RunTask is refused, as with a bad configuration.
+    env = {**control_env, "WAKEFUL_TASK_DEFINITION": "no-such-family"}
+    with chalice_client_for(env, tmp_path) as client:
+        response = post(client, "/wake")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    body = json.loads(response.body)
+    assert body["state"] == "asleep" and body["reason"]
+    assert lease_table(settings).read().state == FREE
+    assert ecs_tasks() == []
+
+
+def test_bad_configuration_is_a_500_naming_the_variable(control_env, tmp_path, caplog):
+    env = {**control_env, "WAKEFUL_LEASE_TTL": "soon"}
+    with chalice_client_for(env, tmp_path) as client:
+        response = post(client, "/wake")
+        status = client.http.get("/status", headers=KEY)
+    assert response.status_code == 500 and status.status_code == 500
+    body = json.loads(response.body)
+    assert body["variable"] == "WAKEFUL_LEASE_TTL"
+    assert "WAKEFUL_LEASE_TTL" in body["message"]
+    assert any(r.levelname == "ERROR" and r.getMessage() == "Invalid configuration"
+               for r in caplog.records)
+
+
+def test_status_reports_lease_task_upload_and_backups(chalice_client, settings, tmp_path):
+    woke = json.loads(post(chalice_client, "/wake").body)
+    status = json.loads(chalice_client.http.get("/status", headers=KEY).body)
+    assert status["state"] == "starting"
+    assert status["lease"]["state"] == RESERVED
+    assert status["task"]["arn"] == woke["task_arn"]
+    assert status["task"]["status"] == "RUNNING"
+    agent = AgentDouble(settings, woke["task_arn"], tmp_path)
+    agent.acquire(woke["reservation_id"])
+    agent.write(3)
+    info = agent.upload("periodic")
+    status = json.loads(chalice_client.http.get("/status", headers=KEY).body)
+    assert status["lease"]["holder"] == woke["task_arn"]
+    assert status["lease"]["token"] == 1
+    assert status["last_upload"]["reason"] == "periodic"
+    assert status["last_upload"]["size"] == info.size
+    assert status["last_upload"]["token"] == 1
+    assert status["backups"] == 0
+    assert status["last_unsynced_stop"] is None
+
+
+def test_sleep_stops_the_holder_task(chalice_client, settings, tmp_path):
+    woke = json.loads(post(chalice_client, "/wake").body)
+    AgentDouble(settings, woke["task_arn"], tmp_path).acquire(woke["reservation_id"])
+    response = post(chalice_client, "/sleep")
+    assert response.status_code == 202
+    assert json.loads(response.body) == {"state": "stopping", "task_arns": [woke["task_arn"]]}
+    [task] = ecs_tasks()
+    assert task["desiredStatus"] == "STOPPED"
+    assert task["stoppedReason"] == "wakeful: sleep requested"
+    asleep = boto3.client("ecs").list_tasks(cluster=CLUSTER, desiredStatus="RUNNING")
+    assert asleep["taskArns"] == []
+
+
+def test_sleep_while_asleep_does_nothing(chalice_client):
+    response = post(chalice_client, "/sleep")
+    assert response.status_code == 200
+    assert json.loads(response.body) == {"state": "asleep"}
