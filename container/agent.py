@@ -324,7 +324,12 @@ class Agent:
         """``ok``, ``lost`` (fence refused), or ``failed`` once the budget is spent."""
         clocks = self.deps.clocks
         delay = RETRY_FIRST_DELAY
+        attempts = 0
         while True:
+            if attempts and self._signals >= 2:
+                self.log.error(f"Second signal: not retrying the {what}")
+                return "failed"
+            attempts += 1
             try:
                 action()
                 return "ok"
@@ -333,9 +338,6 @@ class Agent:
                 return "lost"
             except (StoreUnavailable, LeaseUnavailable, CorruptDatabase, OSError) as exc:
                 self.log.warning(f"Failed to {what}: {exc}")
-                if self._signals >= 2:
-                    self.log.error(f"Second signal: not retrying the {what}")
-                    return "failed"
                 if clocks.monotonic() + delay >= deadline:
                     return "failed"
                 clocks.sleep(delay)

@@ -315,3 +315,42 @@ def _writer_pid(log: Path, agent: AgentProcess) -> int:
         return int(db.execute("SELECT pid FROM rows ORDER BY id DESC LIMIT 1").fetchone()[0])
     finally:
         db.close()
+
+
+def test_no_uploads_while_the_database_is_idle(agent_env, tmp_path):
+    env = {**agent_env, "WAKEFUL_SYNC_INTERVAL": "0.2"}
+    app = [
+        "python", "-c",
+        "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1]);"
+        " db.execute('CREATE TABLE rows (id INTEGER PRIMARY KEY, pid INTEGER, body TEXT)');"
+        " db.execute('INSERT INTO rows VALUES (1, 0, \"x\")'); db.commit(); time.sleep(60)",
+        env["DB_LOCAL_PATH"],
+    ]
+    agent = AgentProcess(env, app, tmp_path)
+    agent.wait_running()
+    wait_for(lambda: lease_item().last_upload, what="the first upload")
+    first = lease_item().last_upload["version_id"]
+    deadline = _now() + 2.0  # ten sync intervals with nothing to sync
+    while _now() < deadline:
+        assert lease_item().last_upload["version_id"] == first
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+
+
+def test_second_signal_skips_upload_retries(agent_env, tmp_path, moto_server):
+    proxy = TcpProxy(moto_server.port)
+    env = {**agent_env, "AWS_ENDPOINT_URL_S3": proxy.url, "WAKEFUL_STOP_BUDGET": "90"}
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(env, writer(env, log), tmp_path)
+    agent.wait_running()
+    wait_for(lambda: committed_ids(log), what="rows")
+    proxy.cut()
+    agent.signal(signal.SIGTERM)
+    try:
+        wait_for(lambda: any(m.startswith("Failed to upload") for m in agent.messages()),
+                 what="a failed upload attempt")
+    except AssertionError:
+        raise AssertionError(agent.output()) from None
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 6, agent.output()
+    assert any("not retrying" in m for m in agent.messages())
