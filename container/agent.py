@@ -81,6 +81,7 @@ class Agent:
         self.heartbeat: Heartbeat | None = None
         self._stop_reason: str | None = None
         self._signals = 0
+        self._fell_back = False
 
     # -- public entry points ---------------------------------------------------------------
 
@@ -127,7 +128,9 @@ class Agent:
             self.deps.metrics,
             self.deps.clocks.monotonic,
         )
-        self.syncer.start_watching()
+        # After a fallback the current object is still the corrupt one: replace it at the
+        # first sync even if the app writes nothing.
+        self.syncer.start_watching(dirty=self._fell_back)
         return None
 
     def _acquire(self) -> Lease | None:
@@ -186,6 +189,7 @@ class Agent:
                 extra={"version_id": skipped.version_id, "problem": reason},
             )
         if result.fell_back:
+            self._fell_back = True
             emit(self.deps.metrics, "DownloadFallback")
             self.log.error(
                 f"Restored the newest good version {result.used.version_id} "

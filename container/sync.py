@@ -53,10 +53,10 @@ class Syncer:
         self._pending = True
         self.last_upload: ObjectInfo | None = None
 
-    def start_watching(self) -> None:
-        """From now on only commits after this call count as changes."""
+    def start_watching(self, dirty: bool = False) -> None:
+        """From now on only commits after this call count as changes (or all, if ``dirty``)."""
         self._watcher.mark()
-        self._pending = False
+        self._pending = dirty
 
     def needed(self) -> bool:
         return self._pending or self._watcher.changed()

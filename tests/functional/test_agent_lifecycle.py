@@ -205,6 +205,22 @@ def test_corrupt_current_object_falls_back_to_newest_good_version(agent_env, tmp
     assert len(rows) == 30 + len(committed_ids(log))
 
 
+def test_corrupt_current_object_is_repaired_at_the_first_sync_even_if_app_is_idle(
+    agent_env, tmp_path
+):
+    good = seed_database(tmp_path / "seed" / "good.sqlite3", rows=30)
+    put_object(good.read_bytes())
+    put_object(b"test data\n")
+    env = {**agent_env, "WAKEFUL_SYNC_INTERVAL": "0.3"}
+    agent = AgentProcess(env, ["python", "-c", "import time; time.sleep(60)"], tmp_path)
+    agent.wait_running()
+    wait_for(lambda: lease_item().last_upload, what="the repairing upload")
+    assert current_object()["Metadata"]["wakeful-reason"] == "periodic"
+    assert len(s3_rows()) == 30
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+
+
 def test_no_good_version_exits_without_starting_the_app(agent_env, tmp_path):
     put_object(b"not a database")
     marker = tmp_path / "started"
