@@ -231,13 +231,22 @@ class ControlPlane:
         )
 
     def _task_status(self, lease: Lease) -> dict[str, Any] | None:
-        arn = lease.holder if decisions.is_task_arn(lease.holder) else lease.task_arn
-        if not arn or lease.state not in (HELD, RESERVED):
+        if lease.state not in (HELD, RESERVED):
             return None
+        arn = lease.holder if decisions.is_task_arn(lease.holder) else lease.task_arn
         try:
-            found = self.launcher.describe([arn]).get(arn)
+            if arn:
+                found = self.launcher.describe([arn]).get(arn)
+            else:
+                # Reserved, and the RUNNING event has not named the task yet: find it by the
+                # reservation it was started with.
+                started = [t for t in self.launcher.running() if t.started_by == lease.holder]
+                found = started[0] if started else None
+                arn = found.task_arn if found else None
         except TaskControlError as exc:
             return {"arn": arn, "status": None, "error": exc.reason}
+        if arn is None:
+            return None
         if found is None:
             return {"arn": arn, "status": "MISSING"}
         return {"arn": arn, "status": found.last_status, "desired_status": found.desired_status}
