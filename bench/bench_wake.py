@@ -144,7 +144,7 @@ _BARE = (
     "from chalice import Chalice\n"
     "app = Chalice(app_name='bare')\n"
     "session = boto3.session.Session()\n"
-    "clients = [session.client(name) for name in ('dynamodb', 's3', 'ecs', 'dynamodb')]\n"
+    "clients = [session.client(name) for name in ('dynamodb', 's3', 'ecs')]\n"
 )
 _OURS = "import app\napp.control()\n"
 

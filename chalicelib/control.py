@@ -105,22 +105,20 @@ class ControlPlane:
     def from_settings(
         cls, settings: ControlPlaneSettings, log: Any, metrics: MetricSink | None = None
     ) -> ControlPlane:
+        from chalicelib import aws
+
         location = settings.location
+        # One DynamoDB client for the lease and the ledger: each client costs cold-start time.
+        dynamodb = aws.client("dynamodb", location.region, location.endpoint_url)
         return cls(
             settings=settings,
-            lease=LeaseTable(
-                location.lease_table, location.lease_name,
-                region=location.region, endpoint_url=location.endpoint_url,
-            ),
+            lease=LeaseTable(location.lease_table, location.lease_name, client=dynamodb),
             store=DatabaseStore(
                 location.bucket, location.key, backup_retention=location.backup_retention,
                 region=location.region, endpoint_url=location.endpoint_url,
             ),
             launcher=launcher_for(settings),
-            ledger=TaskLedger(
-                location.lease_table, location.lease_name,
-                region=location.region, endpoint_url=location.endpoint_url,
-            ),
+            ledger=TaskLedger(location.lease_table, location.lease_name, client=dynamodb),
             log=log,
             metrics=metrics or PowertoolsMetrics(),
         )
