@@ -6,6 +6,8 @@ into the typed errors of ``chalicelib.errors``.
 
 from __future__ import annotations
 
+import functools
+import threading
 from typing import Any
 
 import boto3
@@ -49,11 +51,23 @@ TRANSPORT_ERRORS = (
 )
 
 
+_CLIENT_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _session() -> boto3.session.Session:
+    # One session per process: each new session reloads the endpoint and service models,
+    # which dominates a Lambda cold start.
+    return boto3.session.Session()
+
+
 def client(service: str, region: str | None = None, endpoint_url: str | None = None) -> Any:
     """A boto3 client; ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) points it at a local stand-in."""
-    return boto3.session.Session().client(
-        service, region_name=region, endpoint_url=endpoint_url, config=_CONFIG
-    )
+    # Creating clients from one session is not thread-safe; using them is.
+    with _CLIENT_LOCK:
+        return _session().client(
+            service, region_name=region, endpoint_url=endpoint_url, config=_CONFIG
+        )
 
 
 def error_code(exc: ClientError) -> str:
