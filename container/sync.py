@@ -65,6 +65,13 @@ class Syncer:
         started = self._clock()
         if not os.path.exists(self.local_path):
             self.log.info("No local database yet; nothing to upload", extra={"reason": reason})
+            if reason == "shutdown":
+                # Still the control plane's proof that this stop lost nothing.
+                self.keeper.record_upload({
+                    "holder": self.keeper.holder, "token": self.keeper.token,
+                    "reason": reason, "at": time.time(), "size": 0,
+                    "note": "no local database: nothing to upload",
+                })
             return SyncResult(False, None, 0.0, reason)
         if not force and not self.needed():
             return SyncResult(False, None, 0.0, reason)

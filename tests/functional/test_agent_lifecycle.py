@@ -370,3 +370,17 @@ def test_second_signal_skips_upload_retries(agent_env, tmp_path, moto_server):
     agent.signal(signal.SIGTERM)
     assert agent.wait(timeout=30) == 6, agent.output()
     assert any("not retrying" in m for m in agent.messages())
+
+
+def test_stop_of_an_app_that_never_made_a_database_is_recorded_as_a_final_sync(
+    agent_env, tmp_path
+):
+    agent = AgentProcess(agent_env, ["python", "-c", "import time; time.sleep(60)"], tmp_path)
+    agent.wait_running()
+    holder = lease_item().holder
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0, agent.output()
+    lease = lease_item()
+    assert lease.state == "FREE"
+    assert lease.last_upload["holder"] == holder
+    assert lease.last_upload["reason"] == "shutdown"
