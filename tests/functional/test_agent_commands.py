@@ -324,6 +324,17 @@ def test_restore_makes_the_chosen_content_current(world: World, history, source)
     assert current.token == lease.token
 
 
+def test_restore_replaces_a_corrupt_current_object(world: World):
+    good = world.seed([1, 2, 3])
+    world.put_raw(b"test data\n")  # the seed's own test upload
+
+    result = world.cli("restore", "--version", good.version_id)
+
+    assert result.returncode == 0, output(result)
+    assert world.store.head().reason == "restore"
+    assert world.current_ids() == [1, 2, 3]
+
+
 def test_restore_is_refused_while_another_holder_has_the_lease(world: World, history):
     held = world.table.acquire("task-live", 60)
     sources = sorted(RESTORE_SOURCES)
