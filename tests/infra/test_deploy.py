@@ -1,0 +1,515 @@
+"""``terraform apply`` of infra/ to a moto server, then the real agent and control plane against
+what it created, then ``terraform destroy``.
+
+Excluded from this apply (``enable_api = false``): the REST API, its deployment and stage, the
+API key, the usage plan and the API's invoke permission. Chalice emits the API as Swagger 2.0
+and moto's API Gateway imports only OpenAPI 3. Everything else is applied as a user would.
+
+Also set for moto only: ``noncurrent_versions_to_keep = 0`` (moto drops
+``NewerNoncurrentVersions`` from the lifecycle rule it stores, and the provider then waits for
+the rule it wrote), ``deletion_protection = false`` and ``bucket_force_destroy = true`` so the
+stack can be destroyed at the end.
+
+The tests run in file order: apply (fixture), inspection, the agent and control plane, then
+destroy, which the last test asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.infra.harness import ROOT, Terraform, as_list, moto_override, state_resources
+from tests.moto_server import MotoServer
+
+pytestmark = pytest.mark.slow
+
+REGION = "us-east-1"
+ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/wakeful-app:test"
+SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app-AbCdEf:SECRET_KEY::"
+PARAMETER = "arn:aws:ssm:us-east-1:123456789012:parameter/app/dsn"
+
+AGENT_VARIABLES = {
+    "DB_S3_BUCKET",
+    "DB_S3_KEY",
+    "DB_LOCAL_PATH",
+    "WAKEFUL_LEASE_TABLE",
+    "WAKEFUL_LEASE_NAME",
+    "WAKEFUL_SYNC_INTERVAL",
+    "WAKEFUL_LEASE_TTL",
+    "WAKEFUL_IDLE_TIMEOUT",
+    "WAKEFUL_BACKUP_RETENTION",
+    "WAKEFUL_STOP_GRACE",
+    "WAKEFUL_STOP_BUDGET",
+    "WAKEFUL_APP_PORT",
+    "AWS_REGION",
+}
+CONTROL_PLANE_VARIABLES = {
+    "DB_S3_BUCKET",
+    "DB_S3_KEY",
+    "WAKEFUL_LEASE_TABLE",
+    "WAKEFUL_LEASE_NAME",
+    "WAKEFUL_CLUSTER",
+    "WAKEFUL_TASK_DEFINITION",
+    "WAKEFUL_CONTAINER_NAME",
+    "WAKEFUL_SUBNETS",
+    "WAKEFUL_SECURITY_GROUPS",
+    "WAKEFUL_ASSIGN_PUBLIC_IP",
+    "WAKEFUL_APP_PORT",
+    "WAKEFUL_START_TIMEOUT",
+    "WAKEFUL_LEASE_TTL",
+    "WAKEFUL_TASK_TAGS",
+    "WAKEFUL_TASK_LAUNCHER",
+}
+
+# Allow statements whose Resource may be "*", and why (mirrors the comment in infra/iam.tf).
+WILDCARD_RESOURCE_ALLOWED = {
+    # GetAuthorizationToken has no resource type: AWS accepts only "*".
+    "ecr:GetAuthorizationToken": None,
+    # ListTasks is authorised against container instances, which Fargate does not have;
+    # the ecs:cluster condition is what scopes it, so it must be present.
+    "ecs:ListTasks": "ecs:cluster",
+}
+
+
+@dataclass
+class Stack:
+    tf: Terraform
+    moto_url: str
+    outputs: dict[str, Any]
+    state: dict[str, Any]
+    destroyed: bool = False
+    subnets: list[str] = field(default_factory=list)
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.moto_url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def aws_env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+    def resources(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in state_resources(self.state) if r["type"] == kind]
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, terraform: Terraform, moto: MotoServer
+) -> Iterator[Stack]:
+    # A copy of the initialised folder of its own, so the moto override, the variables and
+    # the state never reach the folder that fmt, validate and checkov look at.
+    workdir = tmp_path_factory.mktemp("deploy") / "infra"
+    shutil.copytree(terraform.workdir, workdir, ignore=shutil.ignore_patterns("*.tfstate*"))
+    tf = Terraform(terraform.binary, workdir, terraform.env)
+
+    probe = Stack(tf, moto.url, {}, {})
+    ec2 = probe.client("ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
+    subnets = [
+        s["SubnetId"]
+        for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])[
+            "Subnets"
+        ]
+    ][:2]
+
+    (workdir / "moto_override.tf").write_text(moto_override(moto.url, REGION))
+    variables = {
+        "image": ECR_IMAGE,
+        "vpc_id": vpc["VpcId"],
+        "subnet_ids": subnets,
+        "app_ingress_cidr_blocks": [vpc["CidrBlock"]],
+        "enable_api": False,
+        "deletion_protection": False,
+        "bucket_force_destroy": True,
+        "noncurrent_versions_to_keep": 0,
+        "alarm_email": "ops@example.com",
+        "task_tags": {"team": "web"},
+        "app_environment": {"DJANGO_SETTINGS_MODULE": "config.settings", "DB_S3_KEY": "ignored"},
+        "app_secrets": {"SECRET_KEY": SECRET, "DATABASE_DSN": PARAMETER},
+    }
+    (workdir / "moto.auto.tfvars.json").write_text(json.dumps(variables))
+
+    tf.run("apply", "-auto-approve", "-no-color", "-parallelism=20")
+    deployed = Stack(tf, moto.url, tf.outputs(), tf.json("show", "-json"), subnets=subnets)
+    yield deployed
+    if not deployed.destroyed:
+        tf.run("destroy", "-auto-approve", "-no-color", "-refresh=false", "-parallelism=20")
+
+
+# ---------------------------------------------------------------------------
+# What apply created
+# ---------------------------------------------------------------------------
+
+
+def test_bucket_is_versioned_encrypted_private_and_tls_only(stack: Stack) -> None:
+    s3 = stack.client("s3")
+    bucket = stack.outputs["bucket"]
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values()) and len(block) == 4
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    deny = next(s for s in policy["Statement"] if s["Effect"] == "Deny")
+    assert deny["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["expire-backups"]["Filter"]["Prefix"] == "db.sqlite3.backup."
+    assert rules["expire-backups"]["Expiration"]["Days"] == 90
+    assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"]
+    assert rules["abort-incomplete-multipart-uploads"]["AbortIncompleteMultipartUpload"]
+
+
+def test_lease_table_keeps_its_items_forever(stack: Stack) -> None:
+    dynamodb = stack.client("dynamodb")
+    table = dynamodb.describe_table(TableName=stack.outputs["lease_table"])["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    backups = dynamodb.describe_continuous_backups(TableName=table["TableName"])
+    pitr = backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
+    assert pitr["PointInTimeRecoveryStatus"] == "ENABLED"
+    # TTL only on the ledger's purge_at: never on the lease's expiry, whose token must stay.
+    ttl = dynamodb.describe_time_to_live(TableName=table["TableName"])["TimeToLiveDescription"]
+    assert ttl.get("AttributeName") == "purge_at"
+    assert ttl.get("AttributeName") not in ("expires_at", "expiry", "ttl")
+
+
+def test_task_definition_carries_the_agent_contract(stack: Stack) -> None:
+    ecs = stack.client("ecs")
+    out = stack.outputs
+    definition = ecs.describe_task_definition(taskDefinition=out["task_definition"])[
+        "taskDefinition"
+    ]
+    assert definition["requiresCompatibilities"] == ["FARGATE"]
+    assert definition["networkMode"] == "awsvpc"
+    assert definition["taskRoleArn"] == out["task_role_arn"]
+    assert definition["executionRoleArn"] == out["execution_role_arn"]
+    assert out["task_role_arn"] != out["execution_role_arn"]
+    (container,) = definition["containerDefinitions"]
+    assert container["name"] == "app" and container["image"] == ECR_IMAGE
+    assert container["stopTimeout"] == 120
+    assert container["logConfiguration"]["logDriver"] == "awslogs"
+    assert container["logConfiguration"]["options"]["awslogs-group"] == out["task_log_group"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert set(env) >= AGENT_VARIABLES
+    assert env["DB_S3_BUCKET"] == out["bucket"]
+    assert env["DB_S3_KEY"] == out["db_key"] == "db.sqlite3"  # app_environment cannot override
+    assert env["WAKEFUL_LEASE_TABLE"] == out["lease_table"]
+    assert env["WAKEFUL_LEASE_NAME"] == out["lease_name"] == f"{out['bucket']}/db.sqlite3"
+    assert env["DJANGO_SETTINGS_MODULE"] == "config.settings"
+    # The final upload must fit in the 120 s ECS gives between SIGTERM and SIGKILL.
+    assert float(env["WAKEFUL_STOP_BUDGET"]) < container["stopTimeout"]
+    secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
+    assert secrets == {"SECRET_KEY": SECRET, "DATABASE_DSN": PARAMETER}
+    cluster = ecs.describe_clusters(clusters=[out["cluster"]], include=["SETTINGS"])["clusters"]
+    assert {"name": "containerInsights", "value": "enabled"} in cluster[0]["settings"]
+
+
+def test_control_plane_lambdas_rules_and_schedule(stack: Stack) -> None:
+    out = stack.outputs
+    functions = out["control_plane_functions"]
+    assert set(functions) == {"api_handler", "on_task_state_change", "reconcile"}
+    lam = stack.client("lambda")
+    for name in functions.values():
+        config = lam.get_function_configuration(FunctionName=name)
+        assert config["Role"] == out["control_plane_role_arn"]
+        env = config["Environment"]["Variables"]
+        assert set(env) >= CONTROL_PLANE_VARIABLES
+        assert env["WAKEFUL_CLUSTER"] == out["cluster_arn"]
+        assert env["WAKEFUL_TASK_DEFINITION"] == out["task_definition"]
+        assert env["WAKEFUL_SUBNETS"] == ",".join(stack.subnets)
+        assert env["WAKEFUL_SECURITY_GROUPS"] == out["task_security_group"]
+        assert env["WAKEFUL_TASK_TAGS"] == "app=wakeful,stage=dev,team=web"
+    events = stack.client("events")
+    rules = {r["Name"]: r for r in events.list_rules(NamePrefix="wakeful-dev-")["Rules"]}
+    pattern = json.loads(rules["wakeful-dev-on_task_state_change"]["EventPattern"])
+    assert pattern["source"] == ["aws.ecs"]
+    assert pattern["detail-type"] == ["ECS Task State Change"]
+    assert pattern["detail"]["clusterArn"] == [out["cluster_arn"]]
+    assert rules["wakeful-dev-reconcile"]["ScheduleExpression"].startswith("rate(")
+    for rule, handler in (
+        ("wakeful-dev-on_task_state_change", "on_task_state_change"),
+        ("wakeful-dev-reconcile", "reconcile"),
+    ):
+        (target,) = events.list_targets_by_rule(Rule=rule)["Targets"]
+        assert target["Arn"].endswith(f":function:{functions[handler]}")
+    # enable_api = false: null outputs, which `terraform output -json` leaves out.
+    assert out.get("api_url") is None and out.get("api_key_id") is None
+
+
+def test_unsynced_stop_alarm_pages_the_topic(stack: Stack) -> None:
+    out = stack.outputs
+    cloudwatch = stack.client("cloudwatch")
+    alarms = {
+        a["AlarmName"]: a
+        for a in cloudwatch.describe_alarms(AlarmNamePrefix="wakeful-dev-")["MetricAlarms"]
+    }
+    unsynced = alarms["wakeful-dev-unsynced-stop"]
+    assert unsynced["AlarmActions"] == [out["alarm_topic_arn"]]
+    assert unsynced["Threshold"] == 1
+    assert unsynced["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert "UnsyncedStop" in unsynced["Metrics"][0]["Expression"]
+    assert {f"wakeful-dev-{h}-errors" for h in out["control_plane_functions"]} <= set(alarms)
+    subscriptions = stack.client("sns").list_subscriptions_by_topic(
+        TopicArn=out["alarm_topic_arn"]
+    )["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "ops@example.com")]
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=out["dashboard"])["DashboardBody"])
+    shown = json.dumps(body)
+    for metric in ("Wake", "TaskStarted", "TaskStopped", "SyncDuration", "DatabaseSize"):
+        assert metric in shown
+    assert "VerifiedStop" in shown and "UnsyncedStop" in shown
+
+
+# ---------------------------------------------------------------------------
+# IAM: rendered policies, no wildcard beyond what AWS requires
+# ---------------------------------------------------------------------------
+
+
+def _role_policies(stack: Stack) -> dict[str, list[dict[str, Any]]]:
+    policies = {}
+    for resource in stack.resources("aws_iam_role_policy"):
+        document = json.loads(resource["values"]["policy"])
+        policies[resource["values"]["role"]] = as_statement_list(document)
+    return policies
+
+
+def as_statement_list(document: dict[str, Any]) -> list[dict[str, Any]]:
+    statements = document["Statement"]
+    return [statements] if isinstance(statements, dict) else statements
+
+
+def test_iam_policies_name_no_wildcard_beyond_what_aws_requires(stack: Stack) -> None:
+    policies = _role_policies(stack)
+    assert set(policies) == {
+        "wakeful-dev-execution",
+        "wakeful-dev-task",
+        "wakeful-dev-control-plane",
+    }
+    for role, statements in policies.items():
+        for statement in statements:
+            assert statement["Effect"] == "Allow", (role, statement)
+            actions = as_list(statement["Action"])
+            resources = as_list(statement["Resource"])
+            assert "NotAction" not in statement and "NotResource" not in statement
+            for action in actions:
+                verb = action.partition(":")[2]
+                assert "*" not in verb and action != "*", (role, action)
+            if "*" in resources:
+                assert resources == ["*"], (role, statement)
+                for action in actions:
+                    assert action in WILDCARD_RESOURCE_ALLOWED, (role, action)
+                    key = WILDCARD_RESOURCE_ALLOWED[action]
+                    if key:
+                        conditions = statement.get("Condition", {})
+                        assert any(key in c for c in conditions.values()), (role, action)
+            for resource in resources:
+                # A pattern may end in "*" inside one key, family or cluster, never span one.
+                assert resource == "*" or not resource.endswith(":*:*"), resource
+    # Trust: each role is assumable by exactly its service.
+    principals = {
+        r["values"]["name"]: json.loads(r["values"]["assume_role_policy"])["Statement"][0][
+            "Principal"
+        ]["Service"]
+        for r in stack.resources("aws_iam_role")
+    }
+    assert principals == {
+        "wakeful-dev-execution": "ecs-tasks.amazonaws.com",
+        "wakeful-dev-task": "ecs-tasks.amazonaws.com",
+        "wakeful-dev-control-plane": "lambda.amazonaws.com",
+    }
+
+
+def _grants(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
+    grants: dict[str, set[str]] = {}
+    for statement in statements:
+        for action in as_list(statement["Action"]):
+            grants.setdefault(action, set()).update(as_list(statement["Resource"]))
+    return grants
+
+
+def test_task_role_reaches_only_the_database_key_its_backups_and_the_lease(stack: Stack) -> None:
+    out = stack.outputs
+    grants = _grants(_role_policies(stack)["wakeful-dev-task"])
+    bucket_arn = f"arn:aws:s3:::{out['bucket']}"
+    key, backups = f"{bucket_arn}/db.sqlite3", f"{bucket_arn}/db.sqlite3.backup.*"
+    table_arn = stack.resources("aws_dynamodb_table")[0]["values"]["arn"]
+    assert grants == {
+        "dynamodb:GetItem": {table_arn},
+        "dynamodb:PutItem": {table_arn},
+        "dynamodb:UpdateItem": {table_arn},
+        "s3:ListBucket": {bucket_arn},
+        "s3:ListBucketVersions": {bucket_arn},
+        "s3:GetObject": {key, backups},
+        "s3:GetObjectVersion": {key, backups},
+        "s3:PutObject": {key, backups},
+        "s3:AbortMultipartUpload": {key, backups},
+        "s3:ListMultipartUploadParts": {key, backups},
+        # Backup retention only: the current database is never deleted.
+        "s3:DeleteObject": {backups},
+    }
+
+
+def test_control_plane_role_is_bound_to_this_cluster_family_and_roles(stack: Stack) -> None:
+    out = stack.outputs
+    statements = _role_policies(stack)["wakeful-dev-control-plane"]
+    grants = _grants(statements)
+    assert grants["ecs:RunTask"] == {
+        f"arn:aws:ecs:{REGION}:123456789012:task-definition/{out['task_family']}:*"
+    }
+    cluster_tasks = {f"arn:aws:ecs:{REGION}:123456789012:task/{out['cluster']}/*"}
+    assert grants["ecs:StopTask"] == grants["ecs:DescribeTasks"] == cluster_tasks
+    assert grants["iam:PassRole"] == {out["task_role_arn"], out["execution_role_arn"]}
+    for statement in statements:
+        if {"ecs:RunTask", "ecs:StopTask", "ecs:ListTasks"} & set(as_list(statement["Action"])):
+            assert statement["Condition"]["ArnEquals"]["ecs:cluster"] == out["cluster_arn"]
+    assert not any(a.startswith(("s3:Put", "s3:Delete")) for a in grants)
+    assert "logs:CreateLogGroup" not in grants  # the log groups exist before the functions
+    execution = _grants(_role_policies(stack)["wakeful-dev-execution"])
+    assert execution["ecr:BatchGetImage"] == {
+        "arn:aws:ecr:us-east-1:123456789012:repository/wakeful-app"
+    }
+    assert execution["secretsmanager:GetSecretValue"] == {SECRET.rsplit(":", 3)[0]}
+    assert execution["ssm:GetParameters"] == {PARAMETER}
+
+
+# ---------------------------------------------------------------------------
+# The real agent and control plane against what Terraform created
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain_http_allowed(stack: Stack) -> Stack:
+    """moto serves plain HTTP, which the bucket's TLS-only policy refuses (moto enforces it).
+
+    Prove the refusal, then lift the policy for the runs below; everything else they use is
+    exactly as applied.
+    """
+    s3 = stack.client("s3")
+    bucket = stack.outputs["bucket"]
+    with pytest.raises(s3.exceptions.ClientError) as refused:
+        s3.put_object(Bucket=bucket, Key="probe", Body=b"over plain HTTP")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    s3.delete_bucket_policy(Bucket=bucket)
+    return stack
+
+
+APP = """
+import os, sqlite3
+db = sqlite3.connect(os.environ["DB_LOCAL_PATH"])
+db.execute("create table if not exists visits (n integer)")
+db.execute("insert into visits values (42)")
+db.commit()
+"""
+
+
+def test_agent_syncs_through_the_created_bucket_and_lease(
+    plain_http_allowed: Stack, tmp_path: Path
+) -> None:
+    stack = plain_http_allowed
+    ecs = stack.client("ecs")
+    definition = ecs.describe_task_definition(taskDefinition=stack.outputs["task_definition"])
+    (container,) = definition["taskDefinition"]["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    # What ECS would give the container, except the path (no /app here) and the endpoint.
+    env.update(stack.aws_env(), DB_LOCAL_PATH=str(tmp_path / "db.sqlite3"))
+    env.update({k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ})
+    result = subprocess.run(
+        [sys.executable, "-m", "container", "run", "--", sys.executable, "-c", APP],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    out = stack.outputs
+    head = stack.client("s3").head_object(Bucket=out["bucket"], Key=out["db_key"])
+    assert head["Metadata"].get("wakeful-reason") == "shutdown", head["Metadata"]
+    item = stack.client("dynamodb").get_item(
+        TableName=out["lease_table"], Key={"pk": {"S": out["lease_name"]}}, ConsistentRead=True
+    )["Item"]
+    assert item["state"]["S"] == "FREE"
+    assert int(item["token"]["N"]) == 1
+
+
+def test_control_plane_wakes_a_task_on_the_created_cluster(
+    plain_http_allowed: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    stack = plain_http_allowed
+    from chalice.test import Client
+
+    import app as control_plane_app
+
+    lam = stack.client("lambda")
+    name = stack.outputs["control_plane_functions"]["api_handler"]
+    env = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+    for key, value in {**env, **stack.aws_env()}.items():
+        monkeypatch.setenv(key, value)
+    control_plane_app.reset()
+    try:
+        # A project folder without .chalice/config.json: the test client would otherwise
+        # overlay the stage's placeholder variables on the deployed environment.
+        with Client(control_plane_app.app, project_dir=str(tmp_path)) as client:
+            headers = {"x-api-key": "test", "Content-Type": "application/json"}
+            status = client.http.get("/status", headers=headers)
+            assert status.status_code == 200, status.body
+            woke = client.http.post("/wake", headers=headers, body=b"{}")
+            assert woke.status_code == 202, woke.body
+    finally:
+        control_plane_app.reset()
+
+    ecs = stack.client("ecs")
+    tasks = ecs.list_tasks(cluster=stack.outputs["cluster"])["taskArns"]
+    assert len(tasks) == 1
+    (task,) = ecs.describe_tasks(cluster=stack.outputs["cluster"], tasks=tasks)["tasks"]
+    assert task["taskDefinitionArn"] == stack.outputs["task_definition"]
+    ecs.stop_task(cluster=stack.outputs["cluster"], task=tasks[0], reason="test done")
+
+
+# ---------------------------------------------------------------------------
+# Destroy (last: the tests above use the stack)
+# ---------------------------------------------------------------------------
+
+
+def test_destroy_removes_the_stack(stack: Stack) -> None:
+    stack.tf.run("destroy", "-auto-approve", "-no-color", "-refresh=false", "-parallelism=20")
+    stack.destroyed = True
+    assert stack.tf.json("show", "-json").get("values") is None
+    out = stack.outputs
+    names = [b["Name"] for b in stack.client("s3").list_buckets()["Buckets"]]
+    assert out["bucket"] not in names
+    assert out["lease_table"] not in stack.client("dynamodb").list_tables()["TableNames"]
+    lam = stack.client("lambda")
+    left = [f["FunctionName"] for f in lam.list_functions()["Functions"]]
+    assert not set(out["control_plane_functions"].values()) & set(left)
