@@ -234,8 +234,11 @@ def background_agents(world: World) -> Iterator[list[int]]:
     pids: list[int] = []
     yield pids
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        # Only if that pid is still our agent (not a process that reused the number).
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"container" in cmdline and b"serve" in cmdline:
+                os.kill(pid, signal.SIGKILL)
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:
