@@ -274,6 +274,55 @@ def python_import_time() -> float:
     )
 
 
+# -- the steps inside, in-process ----------------------------------------------------------------
+
+
+def step_times(endpoint: str, source: Path, workdir: Path, runs: int) -> dict[str, float]:
+    """Time each step of the agent's sync and boot on its own, with the alternatives they could use.
+
+    The shutdown and boot figures above are whole-process; these say where their time goes.
+    """
+    os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
+    from chalicelib import snapshot
+    from chalicelib.store import DatabaseStore, UploadIntent
+
+    store = DatabaseStore(BUCKET, "steps/db.sqlite3", region=REGION)
+    s3 = client("s3", endpoint)
+    snap_path, fetched = str(workdir / "steps.snapshot"), str(workdir / "steps.download")
+    times: dict[str, list[float]] = {}
+
+    def clock(name: str, action):
+        begin = time.perf_counter()
+        result = action()
+        times.setdefault(name, []).append(time.perf_counter() - begin)
+        return result
+
+    etag = None
+    for index in range(runs):
+        snap = clock("snapshot: backup API copy + quick_check + sha256",
+                     lambda: snapshot.take(str(source), snap_path))
+        clock("  of which sha256", lambda: snapshot.sha256_file(snap_path))
+        clock("  of which quick_check", lambda: snapshot.check(snap_path))
+        intent = UploadIntent("bench", 1, "shutdown")
+        info = clock("upload: multipart (16 MiB parts, 8 threads)",
+                     lambda: store.upload(snap, etag, intent))  # noqa: B023
+        etag = info.etag
+        single = DatabaseStore(BUCKET, f"steps/put.{index}", region=REGION,
+                               multipart_threshold=1 << 40)
+        clock("  alternative: one PutObject", lambda: single.upload(snap, None, intent))  # noqa: B023
+        source_version = {"Bucket": BUCKET, "Key": info.key, "VersionId": info.version_id}
+        clock("backup: managed multipart copy (as now)", lambda: s3.copy(
+            source_version, BUCKET, f"steps/managed.{index}",  # noqa: B023
+            Config=store._transfer_config(),
+            ExtraArgs={"MetadataDirective": "COPY"}))
+        clock("  alternative: one CopyObject", lambda: s3.copy_object(
+            CopySource=source_version, Bucket=BUCKET, Key=f"steps/copy.{index}",  # noqa: B023
+            MetadataDirective="COPY"))
+        clock("boot: download + sha256 + quick_check",
+              lambda: store.download_newest_good(fetched))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 # -- commit latency -----------------------------------------------------------------------------
 
 
@@ -334,12 +383,17 @@ def summarize(agent: list[dict], seed: list[dict], idle: dict, syncing: dict) ->
     shutdown_ratio = agent_med["shutdown"] / seed_med["up"]
     boot_ratio = agent_med["boot"] / seed_med["down"]
     p99_ratio = syncing["p99_ms"] / idle["p99_ms"]
+    # The seed's own shutdown also copies the upload to a timestamped backup, as the agent does.
+    seed_med["shutdown_script"] = median(
+        [{"v": run["up"] + run["backup_copy"]} for run in seed], "v"
+    )
     return {
         "agent_median": agent_med,
         "seed_median": seed_med,
         "shutdown_ratio": shutdown_ratio,
         "boot_ratio": boot_ratio,
         "p99_ratio": p99_ratio,
+        "shutdown_ratio_vs_seed_script": agent_med["shutdown"] / seed_med["shutdown_script"],
         "targets": {
             "shutdown": shutdown_ratio <= TARGET_TRANSFER_RATIO,
             "boot": boot_ratio <= TARGET_TRANSFER_RATIO,
@@ -348,7 +402,9 @@ def summarize(agent: list[dict], seed: list[dict], idle: dict, syncing: dict) ->
     }
 
 
-def print_table(summary: dict, idle: dict, syncing: dict, imports: float) -> None:
+def print_table(
+    summary: dict, idle: dict, syncing: dict, imports: float, steps: dict[str, float]
+) -> None:
     agent, seed = summary["agent_median"], summary["seed_median"]
     ok = {True: "ok", False: "MISSED"}
     targets = summary["targets"]
@@ -364,6 +420,11 @@ def print_table(summary: dict, idle: dict, syncing: dict, imports: float) -> Non
     print(f"{'measure (median s unless noted)':<44} {'agent':>8} {'seed':>8} {'ratio':>7}  target")
     for label, ours, theirs, ratio, target in rows:
         print(f"{label:<44} {ours:>8.3f} {theirs:>8.3f} {ratio:>6.2f}x  {target}")
+    print(
+        f"{'shutdown vs the seed script (cp up + backup cp)':<44} {agent['shutdown']:>8.3f} "
+        f"{seed['shutdown_script']:>8.3f} {summary['shutdown_ratio_vs_seed_script']:>6.2f}x  "
+        "(context)"
+    )
     print()
     print("breakdown (median s)")
     details = [
@@ -379,6 +440,10 @@ def print_table(summary: dict, idle: dict, syncing: dict, imports: float) -> Non
         ("aws s3 cp backup copy (seed's shutdown step 2)", seed["backup_copy"]),
     ]
     for label, value in details:
+        print(f"  {label:<52} {value:>8.3f}")
+    print()
+    print("steps, in-process (median s)")
+    for label, value in steps.items():
         print(f"  {label:<52} {value:>8.3f}")
     print()
     for name, result in (("no sync", idle), ("sync 1 s", syncing)):
@@ -397,6 +462,7 @@ def print_table(summary: dict, idle: dict, syncing: dict, imports: float) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="boot/shutdown runs (median)")
+    parser.add_argument("--step-runs", type=int, default=2, help="in-process step timings")
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--commits", type=int, default=2000)
     parser.add_argument("--pace", type=float, default=0.005,
@@ -405,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
+    began = time.monotonic()
     aws = ensure_aws_cli(args.aws)
     server = MotoServer().start()
     try:
@@ -433,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             imports = statistics.median(python_import_time() for _ in range(3))
+            print("timing the steps in-process...", flush=True)
+            steps = step_times(server.url, source, workdir, args.step_runs)
 
             idle = latency_run(server.url, workdir, "idle", 0, args.commits, args.pace)
             syncing = latency_run(server.url, workdir, "sync", 1, args.commits, args.pace)
@@ -440,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
 
     summary = summarize(agent_runs, seed_runs, idle, syncing)
-    print_table(summary, idle, syncing, imports)
+    print_table(summary, idle, syncing, imports, steps)
+    print(f"\nbench took {time.monotonic() - began:.0f} s")
     report = {
         "database_bytes": size,
         "runs": args.runs,
@@ -451,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         "agent_runs": agent_runs,
         "seed_runs": seed_runs,
         "import_seconds": imports,
+        "steps": steps,
         "latency": {"no_sync": idle, "sync_every_1s": syncing, "pace_seconds": args.pace},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
