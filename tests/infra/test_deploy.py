@@ -497,6 +497,40 @@ def test_control_plane_wakes_a_task_on_the_created_cluster(
     ecs.stop_task(cluster=stack.outputs["cluster"], task=tasks[0], reason="test done")
 
 
+def test_plan_with_the_api_creates_stage_key_and_usage_plan(stack: Stack) -> None:
+    """The API cannot be applied to moto (Swagger 2), but its wiring can be planned."""
+    stack.tf.run(
+        "plan", "-refresh=false", "-no-color", "-var", "enable_api=true", "-out", "api.tfplan"
+    )
+    plan = stack.tf.json("show", "-json", "api.tfplan")
+    created = {
+        change["address"]
+        for change in plan["resource_changes"]
+        if change["change"]["actions"] == ["create"]
+    }
+    assert {
+        "module.control_plane.aws_api_gateway_rest_api.rest_api[0]",
+        "module.control_plane.aws_api_gateway_deployment.rest_api[0]",
+        "module.control_plane.aws_lambda_permission.rest_api_invoke[0]",
+        "aws_api_gateway_stage.api[0]",
+        "aws_api_gateway_method_settings.api[0]",
+        "aws_api_gateway_api_key.client[0]",
+        "aws_api_gateway_usage_plan.client[0]",
+        "aws_api_gateway_usage_plan_key.client[0]",
+    } <= created
+    stage = next(
+        c for c in plan["resource_changes"] if c["address"] == "aws_api_gateway_stage.api[0]"
+    )
+    assert stage["change"]["after"]["stage_name"] == "api"
+    # Only additions: turning the API on touches nothing that is already deployed.
+    changed = [
+        c["address"]
+        for c in plan["resource_changes"]
+        if c["change"]["actions"] not in (["create"], ["no-op"], ["read"])
+    ]
+    assert not changed, changed
+
+
 # ---------------------------------------------------------------------------
 # Destroy (last: the tests above use the stack)
 # ---------------------------------------------------------------------------
