@@ -1,0 +1,87 @@
+"""scripts/package_control_plane.py refuses Chalice output it does not know how to adapt."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.infra.harness import PACKAGE_SCRIPT
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("package_control_plane", PACKAGE_SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+script = load_script()
+
+# The shape `chalice package --pkg-format terraform` writes, cut down to one function and rule.
+CHALICE_OUTPUT: dict[str, Any] = {
+    "resource": {
+        "aws_iam_role": {"handler_role": {"name": "wakeful-dev-handler"}},
+        "aws_lambda_function": {
+            "handler": {
+                "function_name": "wakeful-dev-handler",
+                "tags": {"aws-chalice": "version=1.34.0:stage=dev:app=wakeful"},
+                "environment": {"variables": {"LOG_LEVEL": "INFO", "ODD": "${not a ref}"}},
+                "role": "${aws_iam_role.handler_role.arn}",
+            }
+        },
+        "aws_cloudwatch_event_rule": {
+            "handler-event": {
+                "name": "handler-event",
+                "event_pattern": '{"source": ["aws.ecs"]}',
+            }
+        },
+    },
+    "terraform": {"required_version": ">= 0.12.26, < 1.4.0"},
+    "data": {"null_data_source": {"chalice": {"inputs": {}}}},
+}
+
+
+def test_adapts_role_environment_rule_and_pins() -> None:
+    files, app = script.adapt(copy.deepcopy(CHALICE_OUTPUT), "dev")
+    assert app == "wakeful"
+    module = json.loads(files["main.tf.json"])
+    assert "terraform" not in module and "data" not in module
+    function = module["resource"]["aws_lambda_function"]["handler"]
+    assert function["role"] == "${var.role_arn}"
+    assert function["depends_on"] == ["aws_cloudwatch_log_group.handler"]
+    # A literal "${" in a Chalice value must not become a Terraform reference.
+    assert module["locals"]["chalice_environment"]["handler"]["ODD"] == "$${not a ref}"
+    rule = module["resource"]["aws_cloudwatch_event_rule"]["handler-event"]
+    assert rule["name"] == "wakeful-dev-handler"
+    assert json.loads(rule["event_pattern"])["detail"]["clusterArn"] == ["${var.cluster_arn}"]
+    assert ">= 1.5.0" in files["versions.tf"]
+    assert "value       = null" in files["outputs.tf"]  # no API: null API outputs
+
+
+def test_refuses_unknown_resource_types() -> None:
+    output = copy.deepcopy(CHALICE_OUTPUT)
+    output["resource"]["aws_sqs_queue"] = {"q": {}}
+    with pytest.raises(script.PackagingError, match="aws_sqs_queue"):
+        script.adapt(output, "dev")
+
+
+def test_refuses_a_package_of_another_stage() -> None:
+    with pytest.raises(script.PackagingError, match="stage 'dev', not 'prod'"):
+        script.adapt(copy.deepcopy(CHALICE_OUTPUT), "prod")
+
+
+def test_will_not_delete_a_folder_it_did_not_generate(tmp_path: Any) -> None:
+    out = tmp_path / "control_plane"
+    out.mkdir()
+    (out / "precious.tf").write_text("# hand-written\n")
+    package = tmp_path / "deployment.zip"
+    package.write_bytes(b"zip")
+    with pytest.raises(script.PackagingError, match="not generated"):
+        script.write_module(out, {"main.tf.json": "{}"}, package)
+    assert (out / "precious.tf").exists()
