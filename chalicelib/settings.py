@@ -6,6 +6,7 @@ Every variable is parsed here and nowhere else; a missing or invalid value raise
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -40,8 +41,8 @@ def _number(
         value = float(raw)
     except ValueError:
         raise ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
-    if value != value or value < minimum:  # NaN or below the floor
-        raise ConfigError(name, f"must be >= {minimum:g}, got {raw!r}")
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(name, f"must be a finite number >= {minimum:g}, got {raw!r}")
     return value
 
 

@@ -43,6 +43,7 @@ META_UPLOADED_AT = "wakeful-uploaded-at"
 REASONS = ("periodic", "shutdown", "manual", "restore")
 BACKUP_STAMP = "%Y%m%d_%H%M%S"
 MiB = 1024 * 1024
+SINGLE_COPY_LIMIT = 5 * 1024 * MiB  # CopyObject's own limit
 _MISSING = ("404", "NoSuchKey", "NoSuchVersion")
 
 # Progress callbacks receive the number of bytes moved since the previous call.
@@ -177,7 +178,7 @@ class DatabaseStore:
         try:
             response = self._s3.head_object(**kwargs)
         except aws.ClientError as exc:
-            if aws.http_status(exc) == 404 or aws.error_code(exc) in _MISSING:
+            if _missing(exc):
                 return None
             if version_id and aws.http_status(exc) in (400, 405):
                 # A delete marker or a malformed version id: nothing to read there.
@@ -347,7 +348,8 @@ class DatabaseStore:
                 if progress:
                     progress(snapshot.size)
         except aws.ClientError as exc:
-            if _refused(exc):
+            if _refused(exc) or (expected_etag and _missing(exc)):
+                # IfMatch on an object someone deleted answers 404: the swap lost all the same.
                 raise FencingError(self.bucket, self.key, expected_etag) from exc
             raise _unavailable(f"upload {self.key}", exc) from exc
         except aws.TRANSPORT_ERRORS as exc:
@@ -432,18 +434,30 @@ class DatabaseStore:
     def backup_name(self, when: float) -> str:
         return dt.datetime.fromtimestamp(when, dt.UTC).strftime(BACKUP_STAMP)
 
-    def create_backup(self, source: ObjectInfo) -> Backup:
-        """Copy ``source`` (a version of the current key) to ``KEY.backup.<its time>``."""
-        name = self.backup_name(self._clock())
+    def create_backup(self, source: ObjectInfo, when: float | None = None) -> Backup:
+        """Copy ``source`` (a version of the current key) to ``KEY.backup.<time>``.
+
+        ``when`` names the backup (default: now); a backup of an object being replaced is
+        named by when that object was written, so it never collides with the new one's.
+        """
+        name = self.backup_name(self._clock() if when is None else when)
         key = self.backup_prefix + name
         copy_source: dict[str, str] = {"Bucket": self.bucket, "Key": source.key}
         if source.version_id:
             copy_source["VersionId"] = source.version_id
         try:
-            self._s3.copy(
-                copy_source, self.bucket, key, Config=self._transfer_config(),
-                ExtraArgs={"MetadataDirective": "COPY"},
-            )
+            if source.size < SINGLE_COPY_LIMIT:
+                # One server-side request, metadata (sha256, holder, token) copied with it.
+                self._s3.copy_object(
+                    CopySource=copy_source, Bucket=self.bucket, Key=key,
+                    MetadataDirective="COPY",
+                )
+            else:
+                # A part-wise copy drops the metadata unless it is given again.
+                self._s3.copy(
+                    copy_source, self.bucket, key, Config=self._transfer_config(),
+                    ExtraArgs={"Metadata": dict(source.metadata), "MetadataDirective": "REPLACE"},
+                )
         except aws.ClientError as exc:
             raise _unavailable(f"backup to {key}", exc) from exc
         except aws.TRANSPORT_ERRORS as exc:
@@ -501,6 +515,10 @@ def _refused(exc: aws.ClientError) -> bool:
         "PreconditionFailed",
         "ConditionalRequestConflict",
     )
+
+
+def _missing(exc: aws.ClientError) -> bool:
+    return aws.http_status(exc) == 404 or aws.error_code(exc) in _MISSING
 
 
 def _version(raw: str | None) -> str | None:

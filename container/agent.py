@@ -174,6 +174,15 @@ class Agent:
         incoming = local + ".download"
         result = store.download_newest_good(incoming)
         if result is None:
+            older = store.versions()
+            if older:
+                # A deleted current object is an accident far more often than a wish to start
+                # over: an empty database uploaded over it would hide every row.
+                raise NoGoodVersion(
+                    f"{store.url} was deleted but {len(older)} older version(s) exist; "
+                    "refusing a fresh start. Restore one with "
+                    f"`wakeful-agent restore --version {older[0].version_id}`"
+                )
             if os.path.exists(local):
                 self.log.info(
                     "No database found in S3. Keeping the local database; "
@@ -422,7 +431,15 @@ class Agent:
         return env
 
     def _publish(self, phase: str, **extra: Any) -> None:
-        state.update(self.settings.local_path, {"pid": os.getpid(), "state": phase, **extra})
+        state.update(
+            self.settings.local_path,
+            {
+                "pid": os.getpid(),
+                "pid_start": state.process_start(os.getpid()),
+                "state": phase,
+                **extra,
+            },
+        )
 
     def _publish_sync(self, request: int, outcome: str, detail: str) -> None:
         state.update(

@@ -78,7 +78,7 @@ def upload(ctx: Context, force: bool = False, timeout: float = 120.0) -> int:
         )
         return EXIT_REFUSED
     if force and current is not None and current_etag != expected:
-        ctx.store.create_backup(current)
+        ctx.store.create_backup(current, when=current.last_modified.timestamp())
     return _with_lease(ctx, lambda keeper: _manual_sync(ctx, keeper, current_etag))
 
 

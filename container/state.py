@@ -55,14 +55,29 @@ def _not_zombie(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot): with the pid, names one process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def live_agent(local_path: str) -> int | None:
-    """The pid of a running agent for this database, if there is one."""
+    """The pid of a running agent for this database, if there is one.
+
+    A state file left by a killed agent may name a pid the system has since given to another
+    process: the recorded start time must match too, so nobody else is ever signalled.
+    """
     data = read(local_path)
     pid = data.get("pid")
     live = data.get("state") in ("starting", "running", "stopping") and isinstance(pid, int)
-    if live and pid != os.getpid() and pid_alive(pid):
-        return pid
-    return None
+    if not live or pid == os.getpid() or not pid_alive(pid):
+        return None
+    if data.get("pid_start") != process_start(pid):
+        return None
+    return pid
 
 
 def _request_path(local_path: str) -> str:

@@ -500,13 +500,6 @@ def test_upload_refuses_when_s3_changed_then_force_replaces(world: World):
     assert world.store.backups(), "a forced upload leaves a backup"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="commands.upload --force backs up the replaced object, then Syncer.sync('manual') "
-    "backs up the new one; both are named KEY.backup.<current second>, so within one second "
-    "the second copy overwrites the first and the replaced data survives only as a "
-    "noncurrent version of the backup key",
-)
 def test_upload_force_keeps_a_backup_of_what_it_replaced(world: World):
     # In-process with the store's clock frozen: the whole forced upload within one second,
     # which is the usual case for a small database (a subprocess run only sometimes is).
@@ -530,12 +523,6 @@ def test_upload_force_keeps_a_backup_of_what_it_replaced(world: World):
     assert [1, 2, 5, 6, 7] in world.backup_ids().values()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="state.live_agent trusts any live pid recorded in DB_LOCAL_PATH.wakeful.json: after "
-    "an agent crash (state left 'running') and pid reuse, upload sends SIGUSR1 to an unrelated "
-    "process (killing it) and fails instead of uploading itself",
-)
 def test_a_stale_state_file_never_signals_an_unrelated_process(world: World):
     make_db(world.local, [1, 2])
     # An agent SIGKILLed mid-run leaves its state file saying "running"; its pid was reused.

@@ -384,3 +384,16 @@ def test_stop_of_an_app_that_never_made_a_database_is_recorded_as_a_final_sync(
     assert lease.state == "FREE"
     assert lease.last_upload["holder"] == holder
     assert lease.last_upload["reason"] == "shutdown"
+
+
+def test_deleted_current_object_with_older_versions_refuses_a_fresh_start(agent_env, tmp_path):
+    import boto3
+
+    good = seed_database(tmp_path / "seed" / "good.sqlite3", rows=10)
+    version = put_object(good.read_bytes())
+    boto3.client("s3").delete_object(Bucket="wakeful-test-db", Key="db.sqlite3")
+    marker = tmp_path / "started"
+    agent = AgentProcess(agent_env, ["touch", str(marker)], tmp_path)
+    assert agent.wait() == 4, agent.output()
+    assert not marker.exists()
+    assert f"restore --version {version}" in agent.output()

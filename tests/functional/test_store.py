@@ -156,13 +156,6 @@ def test_if_match_refused_after_another_writer(store, s3, tmp_path):
     assert version_count(s3) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.upload: S3 answers a PutObject with IfMatch on a missing key with 404 "
-    "NoSuchKey; _refused() only knows 409/412, so this raises StoreUnavailable (retried until "
-    "the stop budget ends) instead of FencingError. The multipart path's _precheck already "
-    "says FencingError for the same situation.",
-)
 def test_if_match_refused_when_the_object_was_deleted(store, s3, tmp_path):
     base = store.upload(snapshot_of(tmp_path, 3), None, intent())
     s3.delete_object(Bucket=BUCKET, Key=KEY)
@@ -420,13 +413,6 @@ def test_head_of_a_missing_object_is_none(store):
     assert store.backups() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.create_backup copies with s3.copy(ExtraArgs={'MetadataDirective': 'COPY'}); "
-    "above the multipart threshold s3transfer copies by parts and drops MetadataDirective, so "
-    "the backup has no wakeful-sha256/holder/token/reason metadata (S3 does the same); pass "
-    "Metadata=source.metadata (with MetadataDirective='REPLACE') instead",
-)
 def test_a_backup_of_a_multipart_object_keeps_its_checksum(big_store, big_snapshot, tmp_path):
     info = big_store.upload(big_snapshot, None, intent(reason="shutdown"))
 

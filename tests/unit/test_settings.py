@@ -182,12 +182,6 @@ def test_agent_invalid_value_names_its_variable(variable, value, problem):
         assert repr(value.strip()) in str(error), "the error quotes the bad value"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="settings._number accepts 'inf' (float('inf') passes the NaN and minimum checks); "
-    "an infinite TTL cannot be stored in DynamoDB and an infinite sync interval overflows "
-    "select(); it should be a ConfigError naming the variable",
-)
 @pytest.mark.parametrize("variable", ["WAKEFUL_LEASE_TTL", "WAKEFUL_SYNC_INTERVAL"])
 def test_infinite_durations_are_refused(variable):
     error = refused(AgentSettings.from_env, {**MINIMAL, variable: "inf"})
