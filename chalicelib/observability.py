@@ -25,7 +25,9 @@ def logger(service: str) -> Logger:
 
 
 def metrics(service: str) -> Metrics:
-    return Metrics(namespace=NAMESPACE, service=service)
+    """EMF metrics in ``POWERTOOLS_METRICS_NAMESPACE`` (set per stage), else ``wakeful``."""
+    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE
+    return Metrics(namespace=namespace, service=service)
 
 
 def emit(
