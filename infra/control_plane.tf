@@ -23,7 +23,7 @@ locals {
     WAKEFUL_LEASE_TTL            = tostring(var.lease_ttl_seconds)
     WAKEFUL_TASK_TAGS            = join(",", [for k, v in local.task_tags : "${k}=${v}"])
     WAKEFUL_TASK_LAUNCHER        = "ecs"
-    POWERTOOLS_METRICS_NAMESPACE = var.metrics_namespace
+    POWERTOOLS_METRICS_NAMESPACE = local.metrics_namespace
   })
 }
 

@@ -19,6 +19,8 @@ locals {
     WAKEFUL_STOP_BUDGET      = tostring(var.stop_budget_seconds)
     WAKEFUL_APP_PORT         = tostring(var.app_port)
     AWS_REGION               = local.region
+    # The agent's EMF metrics land beside the control plane's, in this stage's namespace.
+    POWERTOOLS_METRICS_NAMESPACE = local.metrics_namespace
   }
   task_environment = merge(var.app_environment, local.agent_environment)
 

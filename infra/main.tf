@@ -14,6 +14,8 @@ locals {
   # the agent on one lease even if one of them is configured by hand.
   lease_name = var.lease_name != "" ? var.lease_name : "${local.bucket_name}/${var.db_key}"
 
+  metrics_namespace = var.metrics_namespace != "" ? var.metrics_namespace : local.prefix
+
   bucket_arn = aws_s3_bucket.database.arn
   # The only objects wakeful touches: the current database and its timestamped backups.
   database_object_arn = "${local.bucket_arn}/${var.db_key}"

@@ -19,7 +19,7 @@ locals {
     task_start_failures = "TaskStartFailed"
   }
 
-  namespace_query = "\"${var.metrics_namespace}\""
+  namespace_query = "\"${local.metrics_namespace}\""
 
   dashboard_widgets = [
     for i, w in [

@@ -463,7 +463,7 @@ variable "alarm_topic_kms_key_id" {
 }
 
 variable "metrics_namespace" {
-  description = "CloudWatch namespace of the EMF metrics that the agent and the control plane emit (chalicelib/observability.py NAMESPACE)."
+  description = "CloudWatch namespace of the EMF metrics (POWERTOOLS_METRICS_NAMESPACE for the agent and the Lambdas). Empty: <name>-<stage>, so one stage's alarm never counts another's stops."
   type        = string
-  default     = "wakeful"
+  default     = ""
 }

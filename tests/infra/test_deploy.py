@@ -53,6 +53,7 @@ AGENT_VARIABLES = {
     "WAKEFUL_STOP_BUDGET",
     "WAKEFUL_APP_PORT",
     "AWS_REGION",
+    "POWERTOOLS_METRICS_NAMESPACE",
 }
 CONTROL_PLANE_VARIABLES = {
     "DB_S3_BUCKET",
@@ -70,6 +71,7 @@ CONTROL_PLANE_VARIABLES = {
     "WAKEFUL_LEASE_TTL",
     "WAKEFUL_TASK_TAGS",
     "WAKEFUL_TASK_LAUNCHER",
+    "POWERTOOLS_METRICS_NAMESPACE",
 }
 
 # Allow statements whose Resource may be "*", and why (mirrors the comment in infra/iam.tf).
@@ -276,7 +278,8 @@ def test_unsynced_stop_alarm_pages_the_topic(stack: Stack) -> None:
     assert unsynced["AlarmActions"] == [out["alarm_topic_arn"]]
     assert unsynced["Threshold"] == 1
     assert unsynced["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
-    assert "UnsyncedStop" in unsynced["Metrics"][0]["Expression"]
+    # Its own stage's namespace only: another stage's unsynced stops never page this one.
+    assert unsynced["Metrics"][0]["Expression"] == 'SELECT SUM(UnsyncedStop) FROM "wakeful-dev"'
     assert {f"wakeful-dev-{h}-errors" for h in out["control_plane_functions"]} <= set(alarms)
     subscriptions = stack.client("sns").list_subscriptions_by_topic(
         TopicArn=out["alarm_topic_arn"]
