@@ -1,5 +1,3 @@
-import sys
+from container.cli import console
 
-from container.cli import main
-
-sys.exit(main())
+console()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chalicelib.observability import MetricUnit, emit
-from chalicelib.snapshot import ChangeWatcher, remove_file, take
+from chalicelib.snapshot import ChangeWatcher, remove_file, take, take_quiescent
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
 from container import state
 from container.heartbeat import LeaseKeeper
@@ -81,7 +81,10 @@ class Syncer:
         snapshot_path = self.local_path + ".snapshot"
         try:
             self.log.info("Uploading database to S3...", extra={"reason": reason})
-            snapshot = take(self.local_path, snapshot_path)
+            # The final upload may hold the write lock briefly; periodic ones never block the app.
+            snapshot = (take_quiescent if reason == "shutdown" else take)(
+                self.local_path, snapshot_path
+            )
             self.keeper.renew()
             info = self.store.upload(
                 snapshot, self.etag, UploadIntent(self.keeper.holder, self.keeper.token, reason)

@@ -138,7 +138,7 @@ def test_the_agent_is_the_entrypoint_in_exec_form(instructions):
 
 def test_the_entrypoint_is_the_installed_console_script():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert project["project"]["scripts"]["wakeful-agent"] == "container.cli:main"
+    assert project["project"]["scripts"]["wakeful-agent"] == "container.cli:console"
 
 
 def test_the_app_is_cmd_in_exec_form(instructions):
