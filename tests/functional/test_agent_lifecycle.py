@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,8 @@ from tests.agent_harness import (
     wait_for,
     writer,
 )
+from tests.conftest import create_bucket, create_lease_table
+from tests.controlplane.serial_moto import SerialMotoServer
 from tests.tcp_proxy import TcpProxy
 
 
@@ -123,12 +127,38 @@ def test_killed_during_upload_leaves_previous_good_version(agent_env, tmp_path):
     assert len(s3_rows()) == 50
 
 
-def test_two_agents_at_once_exactly_one_app_runs(agent_env, tmp_path):
+@pytest.fixture
+def serial_endpoint(aws) -> Iterator[str]:
+    """A moto server that, like DynamoDB, applies racing conditional writes one at a time."""
+    server = SerialMotoServer().start()
+    try:
+        with _pointed_at(server.url):
+            create_bucket()
+            create_lease_table()
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _pointed_at(url: str) -> Iterator[None]:
+    saved = os.environ["AWS_ENDPOINT_URL"]
+    os.environ["AWS_ENDPOINT_URL"] = url
+    try:
+        yield
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = saved
+
+
+def test_two_agents_at_once_exactly_one_app_runs(agent_env, tmp_path, serial_endpoint):
     markers = tmp_path / "markers"
     markers.mkdir()
     agents = []
     for name in ("a", "b"):
-        env = _env(agent_env, tmp_path, name, WAKEFUL_ACQUIRE_TIMEOUT="2")
+        env = _env(
+            agent_env, tmp_path, name,
+            WAKEFUL_ACQUIRE_TIMEOUT="2", AWS_ENDPOINT_URL=serial_endpoint,
+        )
         app = [
             "python", "-c",
             "import os, sys, time; open(sys.argv[1] + '/' + str(os.getpid()), 'w').close();"
