@@ -1,0 +1,3 @@
+from wakeful_cli.cli import main
+
+raise SystemExit(main())

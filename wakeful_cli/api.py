@@ -1,0 +1,79 @@
+"""A small client for the control plane's HTTP API: POST /wake, GET /status, POST /sleep."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.errors import WakefulError
+
+API_KEY_HEADER = "x-api-key"
+
+
+class ApiError(WakefulError):
+    """The API could not be reached, or answered something that is not JSON."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+    @property
+    def reason(self) -> str:
+        """What the API said went wrong, in one line."""
+        parts = [str(self.body.get(k)) for k in ("error", "reason", "message") if self.body.get(k)]
+        return ": ".join(parts) or f"HTTP {self.status}"
+
+
+class ControlPlaneApi:
+    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def wake(self) -> Answer:
+        return self._call("POST", "/wake")
+
+    def sleep(self) -> Answer:
+        return self._call("POST", "/sleep")
+
+    def status(self) -> Answer:
+        return self._call("GET", "/status")
+
+    def _call(self, method: str, path: str) -> Answer:
+        headers = {"Accept": "application/json"}
+        if self.api_key:
+            headers[API_KEY_HEADER] = self.api_key
+        data = None
+        if method == "POST":
+            data = b"{}"
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.url + path, data=data, headers=headers,
+                                         method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return _answer(response.status, response.read(), dict(response.headers))
+        except urllib.error.HTTPError as exc:
+            # 4xx/5xx still carry the API's JSON explanation.
+            return _answer(exc.code, exc.read(), dict(exc.headers or {}))
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ApiError(f"cannot reach the control plane at {self.url}: {reason}") from exc
+
+
+def _answer(status: int, raw: bytes, headers: dict[str, str]) -> Answer:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        text = raw[:200].decode("utf-8", "replace").strip()
+        raise ApiError(f"the control plane answered HTTP {status} without JSON: {text}") from None
+    if not isinstance(body, dict):
+        body = {"value": body}
+    return Answer(status, body, headers)
