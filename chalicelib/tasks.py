@@ -158,6 +158,10 @@ def register_launcher(name: str, factory: LauncherFactory) -> None:
 
 
 def launcher_for(settings: ControlPlaneSettings) -> TaskLauncher:
+    if settings.launcher == "local" and "local" not in LAUNCHERS:
+        # The local stack's stand-in for Fargate registers itself on import; it is never
+        # packaged into the Lambda, so only a local run can ask for it.
+        import wakeful_local.launcher  # noqa: F401
     factory = LAUNCHERS.get(settings.launcher)
     if factory is None:
         raise ConfigError(

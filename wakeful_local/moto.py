@@ -1,4 +1,6 @@
-"""A moto server on loopback, started as a real process, reached only over HTTP."""
+"""A moto server on loopback, started as a real process, reached only over HTTP.
+
+The local stack runs on it; so do the tests."""
 
 from __future__ import annotations
 

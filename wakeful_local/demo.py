@@ -1,0 +1,186 @@
+"""The story a new user sees first, told as a timeline; exit 0 only when every step held.
+
+wake (202) → running (endpoint) → notes written → idle timeout → the agent uploads and exits →
+stop verified → wake again → the notes are there → the agent is SIGKILLed → unsynced stop
+flagged with its data-loss window → next wake restores the last periodic sync, and says what
+was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wakeful_local.resources import Timings
+from wakeful_local.stack import LocalStack, StackError, http
+
+DEMO_TIMINGS = Timings(sync_interval=1.0, lease_ttl=6.0, idle_timeout=4.0)
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, detail: str) -> None:
+        super().__init__(f"{step}: {detail}")
+        self.step = step
+
+
+class Timeline:
+    def __init__(self, out: Callable[[str], None] = print) -> None:
+        self.started = time.monotonic()
+        self.out = out
+        self.steps: list[dict[str, Any]] = []
+
+    def say(self, step: str, detail: str = "") -> None:
+        at = time.monotonic() - self.started
+        self.steps.append({"at": round(at, 2), "step": step, "detail": detail})
+        self.out(f"[{at:7.2f}s] {step}" + (f" — {detail}" if detail else ""))
+
+
+class Demo:
+    def __init__(self, stack: LocalStack, timeline: Timeline) -> None:
+        self.stack = stack
+        self.t = timeline
+
+    def run(self) -> None:
+        self.t.say("stack up", f"API {self.stack.api_url}, work folder {self.stack.workdir}")
+        task, endpoint = self.wake("first wake")
+        for text in ("buy milk", "water the plants", "call the plumber"):
+            self.post_note(endpoint, text)
+        self.t.say("3 notes written", endpoint)
+
+        idle = f"{DEMO_TIMINGS.idle_timeout:g} s without a wake"
+        self.t.say("waiting for the idle timeout", idle)
+        status = self.stack.wait_for(
+            lambda: self._stopped(task), 60, "the idle agent to upload and exit"
+        )
+        upload = status.get("last_upload") or {}
+        if upload.get("reason") != "shutdown" or status.get("last_unsynced_stop"):
+            raise StepFailed("idle stop", f"not a verified stop: {json.dumps(status)}")
+        self.stack.wait_for(
+            lambda: self.stack.event_outcome(task, "STOPPED") == "verified", 30,
+            "the STOPPED event to be verified",
+        )
+        self.t.say(
+            "idle: the agent uploaded and exited; stop verified",
+            f"shutdown upload of {upload.get('size')} bytes, lease {status['lease']['state']}",
+        )
+
+        task, endpoint = self.wake("second wake")
+        texts = self.notes(endpoint)
+        if texts != ["buy milk", "water the plants", "call the plumber"]:
+            raise StepFailed("restore after sleep", f"the notes are not there: {texts}")
+        self.t.say("the notes are there", f"{len(texts)} notes restored from S3")
+
+        self.post_note(endpoint, "synced before the crash")
+        written = time.time()
+        self.stack.wait_for(
+            lambda: self._synced_after(written), 30, "a periodic sync of the new note"
+        )
+        self.t.say("periodic sync done", "the note is in S3")
+        self.post_note(endpoint, "written after the last sync")
+        pid = self.stack.agent_pid(task)
+        if pid is None:
+            raise StepFailed("kill", "no live agent to kill")
+        os.kill(pid, signal.SIGKILL)
+        self.t.say("agent SIGKILLed", f"pid {pid}: no shutdown upload can run")
+
+        unsynced = self.stack.wait_for(
+            lambda: (self.status().get("last_unsynced_stop") or {}), 60, "the unsynced stop"
+        )
+        if unsynced.get("task_arn") != task:
+            raise StepFailed("unsynced stop", f"flagged the wrong task: {unsynced}")
+        if self.stack.event_outcome(task, "STOPPED") != "unsynced":
+            raise StepFailed("unsynced stop", "the STOPPED event was not judged unsynced")
+        window = unsynced.get("window_seconds")
+        self.t.say(
+            "unsynced stop flagged",
+            f"exit {unsynced.get('exit_codes')}, data-loss window {window:.1f} s"
+            if isinstance(window, int | float) else f"{unsynced}",
+        )
+
+        _, endpoint = self.wake("third wake")
+        texts = self.notes(endpoint)
+        if "synced before the crash" not in texts:
+            raise StepFailed("restore after the crash", f"lost a synced note: {texts}")
+        lost = [t for t in ("written after the last sync",) if t not in texts]
+        self.t.say(
+            "the last periodic sync is restored",
+            f"{len(texts)} notes; lost inside the window: {lost or 'nothing'}",
+        )
+        answer = self.stack.api("POST", "/sleep")
+        if answer.status not in (200, 202):
+            raise StepFailed("sleep", f"{answer.status} {answer.body}")
+        self.stack.wait_for(lambda: self.stack.agent_pid() is None, 60, "the backend to sleep")
+        self.t.say("asleep", "POST /sleep → the agent uploaded on SIGTERM")
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def wake(self, step: str) -> tuple[str, str]:
+        first = self.stack.api("POST", "/wake")
+        if first.status != 202:
+            raise StepFailed(step, f"expected 202 starting, got {first.status} {first.body}")
+        self.t.say(f"{step}: 202 {first.body.get('state')}",
+                   f"Retry-After {first.headers.get('Retry-After')}")
+
+        def running() -> Any:
+            answer = self.stack.api("POST", "/wake")
+            return answer.body if answer.status == 200 else None
+
+        body = self.stack.wait_for(running, 60, f"{step}: the backend to run")
+        task = self.status()["lease"]["holder"]
+        self.t.say(f"{step}: 200 running", body["endpoint"])
+        return task, body["endpoint"]
+
+    def post_note(self, endpoint: str, text: str) -> None:
+        answer = http("POST", f"{endpoint}/notes", {"text": text})
+        if answer.status != 201:
+            raise StepFailed("write", f"{answer.status} {answer.body}")
+
+    def notes(self, endpoint: str) -> list[str]:
+        return [note["text"] for note in http("GET", f"{endpoint}/notes").body]
+
+    def status(self) -> dict[str, Any]:
+        return self.stack.api("GET", "/status").body
+
+    def _stopped(self, task: str) -> dict[str, Any] | None:
+        status = self.status()
+        if status["lease"]["state"] == "FREE" and self.stack.agent_pid(task) is None:
+            return status
+        return None
+
+    def _synced_after(self, moment: float) -> bool:
+        upload = self.status().get("last_upload") or {}
+        return float(upload.get("at") or 0) > moment
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    provisioner = "auto"
+    for arg in args:
+        if arg.startswith("--resources="):
+            provisioner = arg.split("=", 1)[1]
+    timeline = Timeline()
+    stack = LocalStack(provisioner=provisioner, timings=DEMO_TIMINGS,
+                       say=lambda line: timeline.say("setup", line))
+    code = 0
+    try:
+        stack.start()
+        Demo(stack, timeline).run()
+        timeline.say("done", "every step held")
+    except StepFailed as exc:
+        timeline.say("FAILED", str(exc))
+        code = 1
+    except (StackError, OSError) as exc:
+        timeline.say("FAILED", f"stack: {exc}")
+        code = 1
+    finally:
+        stack.stop()
+    record = Path(stack.workdir) / "timeline.json"
+    record.write_text(json.dumps({"exit": code, "steps": timeline.steps}, indent=2))
+    print(f"timeline written to {record}; logs in {stack.workdir}")
+    return code

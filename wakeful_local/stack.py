@@ -1,0 +1,228 @@
+"""The whole system on one machine: moto for AWS, ``chalice local`` for the control plane, and
+local processes for the Fargate tasks (see ``launcher``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from wakeful_local import resources
+from wakeful_local.moto import MotoServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "local"
+REGION = "us-east-1"
+
+_CHALICE = "import sys; from chalice.cli import main; sys.exit(main())"
+
+
+class StackError(RuntimeError):
+    """A step of bringing the stack up or down did not hold."""
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class LocalStack:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        provisioner: str = "auto",
+        timings: resources.Timings | None = None,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="wakeful-local-"))
+        self.provisioner = provisioner
+        self.timings = timings or resources.Timings()
+        self.say = say
+        self.moto: MotoServer | None = None
+        self.names: resources.Names | None = None
+        self.api_url = ""
+        self._chalice: subprocess.Popen[bytes] | None = None
+
+    # -- up and down -----------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        if not self.timings.app_port:
+            self.timings = replace(self.timings, app_port=free_port())
+        self.moto = MotoServer().start()
+        self.say(f"moto server on {self.moto.url}")
+        env = self.aws_env()
+        self.names = resources.provision(
+            self.provisioner, self.moto.url, env, self.workdir, self.timings, self.say
+        )
+        self._start_control_plane()
+        return self
+
+    def aws_env(self) -> dict[str, str]:
+        assert self.moto is not None
+        return {
+            "AWS_ENDPOINT_URL": self.moto.url,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }
+
+    def client(self, service: str) -> Any:
+        env = self.aws_env()
+        return boto3.session.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=REGION,
+        ).client(service, endpoint_url=env["AWS_ENDPOINT_URL"])
+
+    def _start_control_plane(self) -> None:
+        assert self.names is not None
+        port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WAKEFUL_"))},
+            **self.aws_env(),
+            **self.names.control_plane_env(),
+            "WAKEFUL_TASK_LAUNCHER": "local",
+            "WAKEFUL_AUTH": "api_key",
+            "WAKEFUL_LOCAL_WORKDIR": str(self.workdir / "tasks"),
+            "WAKEFUL_LOCAL_STOP_TIMEOUT": "20",
+            "PYTHONPATH": str(ROOT),
+        }
+        log = open(self.workdir / "control-plane.log", "ab")  # noqa: SIM115 - child owns it
+        self._chalice = subprocess.Popen(
+            [sys.executable, "-c", _CHALICE, "--project-dir", str(ROOT), "local",
+             "--host", "127.0.0.1", "--port", str(port), "--stage", "local",
+             "--no-autoreload"],
+            cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.api_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._chalice.poll() is not None:
+                raise StackError(
+                    f"chalice local exited with {self._chalice.returncode}; "
+                    f"see {self.workdir / 'control-plane.log'}"
+                )
+            with contextlib.suppress(OSError):
+                if self.api("GET", "/status").status == 200:
+                    self.say(f"control plane (chalice local) on {self.api_url}")
+                    return
+            time.sleep(0.2)
+        raise StackError("chalice local did not answer within 60 s")
+
+    def stop(self) -> None:
+        """Put the backend to sleep (it uploads), then stop everything this stack started."""
+        with contextlib.suppress(Exception):
+            if self._chalice and self._chalice.poll() is None:
+                self.api("POST", "/sleep")
+                self.wait_for(lambda: self.agent_pid() is None, 30, "the backend to stop")
+        for pid in self.agent_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self._chalice and self._chalice.poll() is None:
+            os.killpg(self._chalice.pid, signal.SIGTERM)
+            try:
+                self._chalice.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._chalice.pid, signal.SIGKILL)
+        if self.moto:
+            self.moto.stop()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- talking to it ---------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None) -> Answer:
+        return http(method, self.api_url + path, body, {"x-api-key": API_KEY})
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def event_outcome(self, task_arn: str, status: str) -> str | None:
+        """What the control plane's handler answered to ``status`` of ``task_arn``."""
+        from wakeful_local.launcher import OUTCOME_MARK
+
+        log = self.workdir / "control-plane.log"
+        found = None
+        with contextlib.suppress(OSError):
+            for line in log.read_text(errors="replace").splitlines():
+                parts = line.split()
+                if line.startswith(OUTCOME_MARK) and parts[2:4] == [task_arn, status]:
+                    found = parts[4] if len(parts) > 4 else None
+        return found
+
+    def agent_pids(self) -> list[int]:
+        """Agents of local tasks that are still alive (read from their state files)."""
+        pids = []
+        for state_file in (self.workdir / "tasks").glob("*/app/db.sqlite3.wakeful.json"):
+            with contextlib.suppress(ValueError, OSError):
+                data = json.loads(state_file.read_text())
+                pid = data.get("pid")
+                if isinstance(pid, int) and data.get("state") != "exited" and _alive(pid):
+                    pids.append(pid)
+        return pids
+
+    def agent_pid(self, task_arn: str | None = None) -> int | None:
+        if task_arn:
+            state_file = self.workdir / "tasks" / task_arn.rsplit("/", 1)[-1] / "app" / (
+                "db.sqlite3.wakeful.json"
+            )
+            with contextlib.suppress(ValueError, OSError):
+                pid = json.loads(state_file.read_text()).get("pid")
+                return pid if isinstance(pid, int) and _alive(pid) else None
+            return None
+        pids = self.agent_pids()
+        return pids[0] if pids else None
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Answer:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return Answer(response.status, _json(response.read()), dict(response.headers))
+    except urllib.error.HTTPError as error:
+        return Answer(error.code, _json(error.read()), dict(error.headers))
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
