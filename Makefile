@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo up test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -14,7 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) scripts/demo_agent.py
+	$(PY) -m wakeful_local demo
+
+up: setup
+	$(PY) -m wakeful_local up
 
 lint: setup
 	$(PY) -m ruff check .

@@ -158,15 +158,27 @@ class Demo:
         return float(upload.get("at") or 0) > moment
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    provisioner = "auto"
+def _options(args: list[str]) -> dict[str, str]:
+    """``--resources=auto|terraform|python``, ``--workdir=PATH``, ``--app=COMMAND``."""
+    options = {}
     for arg in args:
-        if arg.startswith("--resources="):
-            provisioner = arg.split("=", 1)[1]
+        name, sep, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not sep or name not in ("resources", "workdir", "app"):
+            raise SystemExit(f"demo: unknown option {arg!r}")
+        options[name] = value
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = _options(argv if argv is not None else sys.argv[1:])
     timeline = Timeline()
-    stack = LocalStack(provisioner=provisioner, timings=DEMO_TIMINGS,
-                       say=lambda line: timeline.say("setup", line))
+    stack = LocalStack(
+        workdir=Path(options["workdir"]) if options.get("workdir") else None,
+        provisioner=options.get("resources", "auto"),
+        timings=DEMO_TIMINGS,
+        say=lambda line: timeline.say("setup", line),
+        app_command=options.get("app"),
+    )
     code = 0
     try:
         stack.start()

@@ -49,8 +49,11 @@ class LocalStack:
         provisioner: str = "auto",
         timings: resources.Timings | None = None,
         say: Callable[[str], None] = print,
+        app_command: str | None = None,
     ) -> None:
+        self.app_command = app_command
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="wakeful-local-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.provisioner = provisioner
         self.timings = timings or resources.Timings()
         self.say = say
@@ -104,6 +107,8 @@ class LocalStack:
             "WAKEFUL_LOCAL_STOP_TIMEOUT": "20",
             "PYTHONPATH": str(ROOT),
         }
+        if self.app_command:
+            env["WAKEFUL_LOCAL_APP"] = self.app_command
         log = open(self.workdir / "control-plane.log", "ab")  # noqa: SIM115 - child owns it
         self._chalice = subprocess.Popen(
             [sys.executable, "-c", _CHALICE, "--project-dir", str(ROOT), "local",
