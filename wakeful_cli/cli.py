@@ -156,8 +156,11 @@ def main(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     env: dict[str, str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    io = Io(stdout or sys.stdout, stderr or sys.stderr)
+    """Run one command; returns the exit code. Streams, environment and ``sleep`` (between
+    polls) are injectable for embedding and tests."""
+    io = Io(stdout or sys.stdout, stderr or sys.stderr, sleep=sleep)
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:

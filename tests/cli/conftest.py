@@ -1,0 +1,143 @@
+"""Fixtures for the operator CLI: its environment, runners, and a control plane API to call.
+
+The API is the real Chalice app served over HTTP by Chalice's local server, in a thread, with
+the control plane's environment pointing at the test moto server and its pinned ECS cluster.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, TABLE
+from tests.controlplane import conftest as controlplane
+from tests.controlplane.agent_double import AgentDouble
+from tests.controlplane.conftest import build_plane, ecs_tasks
+from tests.moto_server import free_port
+
+API_KEY = "operator-key"
+
+# The control plane's fixtures: a clean moto with a pinned ECS cluster, and its settings.
+control_env = controlplane.control_env
+settings = controlplane.settings
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli_env(control_env: dict[str, str]) -> dict[str, str]:
+    """What an operator's shell would hold: AWS settings, the database, lease table, cluster."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAKEFUL_")}
+    env.update({
+        "AWS_ENDPOINT_URL": control_env["AWS_ENDPOINT_URL"],
+        "DB_S3_BUCKET": control_env["DB_S3_BUCKET"],
+        "DB_S3_KEY": control_env["DB_S3_KEY"],
+        "WAKEFUL_LEASE_TABLE": TABLE,
+        "WAKEFUL_CLUSTER": control_env["WAKEFUL_CLUSTER"],
+    })
+    return env
+
+
+def run(env: dict[str, str], *argv: str) -> Result:
+    """``wakeful ARGV`` in this process, with its output captured."""
+    from wakeful_cli.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err, env=env)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def run_process(env: dict[str, str], *argv: str, timeout: float = 60) -> Result:
+    """``python -m wakeful_cli ARGV`` as a separate process."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "wakeful_cli", *argv],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=timeout, cwd=str(ROOT),
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+class ApiServer:
+    """The Chalice app behind ``chalice.local.LocalDevServer`` on a free loopback port."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from chalice.config import Config
+        from chalice.local import LocalDevServer
+
+        import app as app_module
+
+        self.app_module = app_module
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = Config.create(chalice_stage="test", app_name="wakeful",
+                               environment_variables=env)
+        self.server = LocalDevServer(app_module.app, config, "127.0.0.1", self.port)
+        self.thread = threading.Thread(target=self.server.server.serve_forever, daemon=True)
+
+    def start(self) -> ApiServer:
+        self.app_module.reset()
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server.server_close()
+        self.thread.join(timeout=10)
+        self.app_module.reset()
+
+
+def serve_api(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ApiServer:
+    # The app reads its settings from the process environment, as a Lambda does.
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return ApiServer(env).start()
+
+
+@pytest.fixture
+def api(control_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
+    server = serve_api(monkeypatch, control_env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def api_env(cli_env: dict[str, str], api: ApiServer) -> dict[str, str]:
+    return {**cli_env, "WAKEFUL_API_URL": api.url, "WAKEFUL_API_KEY": API_KEY}
+
+
+def woken(plane_settings: Any, workdir: Path) -> tuple[dict[str, Any], AgentDouble]:
+    """A wake through the control plane (a task pinned RUNNING in moto) whose agent holds the
+    lease, as after a real boot."""
+    reply = build_plane(plane_settings).wake()
+    [task] = [t for t in ecs_tasks() if t["taskArn"] == reply.body["task_arn"]]
+    agent = AgentDouble(plane_settings, task["taskArn"], workdir)
+    agent.acquire(reply.body["reservation_id"])
+    return task, agent
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def field(table: str, name: str) -> str:
+    """The value column of the row named ``name`` in a two-column table."""
+    for line in table.splitlines():
+        if line.startswith(name + " "):
+            return line[len(name):].strip()
+    raise AssertionError(f"no row {name!r} in:\n{table}")
