@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, TABLE
+from tests.conftest import BUCKET, ROOT, TABLE
 from tests.controlplane import conftest as controlplane
 from tests.controlplane.agent_double import AgentDouble
 from tests.controlplane.conftest import build_plane, ecs_tasks
-from tests.moto_server import free_port
+from tests.moto_server import MotoServer, free_port
 
 API_KEY = "operator-key"
 
@@ -38,18 +38,28 @@ class Result:
     err: str
 
 
-@pytest.fixture
-def cli_env(control_env: dict[str, str]) -> dict[str, str]:
-    """What an operator's shell would hold: AWS settings, the database, lease table, cluster."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAKEFUL_")}
+def operator_env(server: MotoServer) -> dict[str, str]:
+    """What an operator's shell would hold: AWS settings, the database and its lease table."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WAKEFUL_", "DB_"))}
     env.update({
-        "AWS_ENDPOINT_URL": control_env["AWS_ENDPOINT_URL"],
-        "DB_S3_BUCKET": control_env["DB_S3_BUCKET"],
-        "DB_S3_KEY": control_env["DB_S3_KEY"],
+        "AWS_ENDPOINT_URL": server.url,
+        "DB_S3_BUCKET": BUCKET,
+        "DB_S3_KEY": "db.sqlite3",
         "WAKEFUL_LEASE_TABLE": TABLE,
-        "WAKEFUL_CLUSTER": control_env["WAKEFUL_CLUSTER"],
     })
     return env
+
+
+@pytest.fixture
+def store_env(resources: MotoServer) -> dict[str, str]:
+    """The operator's environment for commands that need only the bucket and the lease."""
+    return operator_env(resources)
+
+
+@pytest.fixture
+def cli_env(control_env: dict[str, str], resources: MotoServer) -> dict[str, str]:
+    """The operator's environment with the ECS cluster (and a control plane's resources)."""
+    return {**operator_env(resources), "WAKEFUL_CLUSTER": control_env["WAKEFUL_CLUSTER"]}
 
 
 def run(env: dict[str, str], *argv: str) -> Result:
