@@ -25,6 +25,12 @@ def _post(url: str) -> tuple[int, dict]:
         return error.code, json.load(error)
 
 
+def _exports(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip().startswith(("export", "AWS_",
+                                                                            "WAKEFUL_"))]
+    return " ".join(line.replace("export", "").replace("\\", "") for line in lines)
+
+
 def test_up_serves_until_ctrl_c_then_puts_the_backend_to_sleep(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WAKEFUL_", "DB_"))}
     out = tmp_path / "up.out"
@@ -44,6 +50,14 @@ def test_up_serves_until_ctrl_c_then_puts_the_backend_to_sleep(tmp_path):
         while _post(f"{api}/wake")[0] != 200:
             assert time.monotonic() < deadline, "the backend did not start"
             time.sleep(0.2)
+        # The operator CLI, pointed at the stack with the variables it printed.
+        cli_env = {**env, **dict(re.findall(r"(\w+)=(\S+)", _exports(out.read_text())))}
+        status = subprocess.run(
+            [sys.executable, "-m", "wakeful_cli", "status", "--direct", "--json"],
+            cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["lease"]["state"] == "HELD"
         stack.send_signal(signal.SIGINT)
         assert stack.wait(timeout=90) == 0, out.read_text()
     finally:
