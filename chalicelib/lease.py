@@ -201,11 +201,17 @@ class LeaseTable:
             sets.append("reservation_id = :reservation")
         expression = "SET " + ", ".join(sets)
         if not reservation_id:
-            expression += " REMOVE reservation_id"
+            # Not started by a wake: whatever task and endpoint the item names are someone
+            # else's, and a wake must not send clients there.
+            removed = ["reservation_id", "endpoint"] + ([] if task_arn else ["task_arn"])
+            expression += " REMOVE " + ", ".join(removed)
         try:
             return self._update(expression, COND_ACQUIRABLE, values)
         except _ConditionFailed as failed:
             current = failed.lease or self.read()
+            if current.state == HELD and current.holder == holder:
+                # Our own first attempt succeeded and only its answer was lost (a retry).
+                return current
             raise LeaseHeld(
                 self.name, current.holder, current.state, current.expires_at
             ) from failed.__cause__
@@ -233,14 +239,27 @@ class LeaseTable:
 
     def release(self, holder: str, token: int) -> Lease:
         """Give the lease back; the token is kept so the next holder's is larger."""
-        return self._as_holder(
-            holder,
-            token,
-            "SET #state = :free, expires_at = :zero, last_holder = holder, updated_at = :now "
-            "REMOVE holder, reservation_id",
-            {":free": FREE, ":zero": 0, ":now": self._clock()},
-            "release",
-        )
+        values = {
+            ":free": FREE, ":zero": 0, ":now": self._clock(),
+            ":held": HELD, ":holder": holder, ":token": token,
+        }
+        try:
+            return self._update(
+                "SET #state = :free, expires_at = :zero, last_holder = holder, "
+                "updated_at = :now REMOVE holder, reservation_id",
+                COND_HOLDER,
+                values,
+            )
+        except _ConditionFailed as failed:
+            current = failed.lease or self.read()
+            if current.state == FREE and current.last_holder == holder and current.token == token:
+                # Our own release went through and only its answer was lost (a retry).
+                return current
+            raise LeaseLost(
+                self.name, holder, token,
+                f"release refused; now {current.state} by {current.holder!r} "
+                f"token {current.token}",
+            ) from failed.__cause__
 
     # -- the control plane's operations ----------------------------------------------------
 

@@ -348,8 +348,12 @@ class DatabaseStore:
                 if progress:
                     progress(snapshot.size)
         except aws.ClientError as exc:
-            if _refused(exc) or (expected_etag and _missing(exc)):
-                # IfMatch on an object someone deleted answers 404: the swap lost all the same.
+            # IfMatch on an object someone deleted answers 404, a retried completion of a
+            # multipart upload NoSuchUpload: the swap lost, unless it was our own that won.
+            if _refused(exc) or _missing(exc):
+                ours = self._our_own(snapshot, intent)
+                if ours is not None:
+                    return ours
                 raise FencingError(self.bucket, self.key, expected_etag) from exc
             raise _unavailable(f"upload {self.key}", exc) from exc
         except aws.TRANSPORT_ERRORS as exc:
@@ -362,6 +366,22 @@ class DatabaseStore:
             last_modified=dt.datetime.fromtimestamp(self._clock(), dt.UTC),
             metadata=metadata,
         )
+
+    def _our_own(self, snapshot: Snapshot, intent: UploadIntent) -> ObjectInfo | None:
+        """The current object, if it is this very upload (stored, but its answer was lost).
+
+        A client retry resends the same condition, which the first attempt's success now
+        fails. Holder and token name one lease holding, and nobody else writes under it.
+        """
+        current = self.head()
+        if (
+            current is not None
+            and current.holder == intent.holder
+            and current.token == intent.token
+            and current.sha256 == snapshot.sha256
+        ):
+            return current
+        return None
 
     def _multipart(
         self,

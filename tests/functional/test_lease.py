@@ -91,11 +91,14 @@ def test_acquire_refused_while_live_says_who_and_until_when(table: LeaseTable, c
     assert table.read() == held
 
 
-def test_the_same_holder_cannot_acquire_twice_while_live(table: LeaseTable):
-    table.acquire("task-a", TTL)
+def test_a_retried_acquire_by_the_same_holder_is_the_same_holding(table: LeaseTable):
+    # Holder ids are unique per agent process: a second acquire is a client retry whose
+    # first attempt won; it must not wait for itself nor take a second token.
+    first = table.acquire("task-a", TTL)
+    again = table.acquire("task-a", TTL)
+    assert (again.holder, again.token) == ("task-a", first.token) == ("task-a", 1)
     with pytest.raises(LeaseHeld):
-        table.acquire("task-a", TTL)
-    assert table.read().token == 1
+        table.acquire("task-b", TTL)
 
 
 def test_acquire_from_expired_takes_over_with_a_larger_token(table: LeaseTable, clock: FakeClock):
@@ -254,9 +257,13 @@ def test_a_released_holder_cannot_write_again(table: LeaseTable):
     table.release("task-a", lease.token)
     with pytest.raises(LeaseLost):
         table.renew("task-a", lease.token, TTL)
+    # A retried release of the same holding is done already, not refused...
+    assert table.release("task-a", lease.token).state == FREE
+    # ...but once someone else holds it, the old holder's release is refused.
+    table.acquire("task-b", TTL)
     with pytest.raises(LeaseLost):
         table.release("task-a", lease.token)
-    assert table.read().state == FREE
+    assert table.read().holder == "task-b"
 
 
 def test_record_upload_is_kept_on_the_lease(table: LeaseTable):
@@ -321,3 +328,12 @@ def test_read_of_a_missing_item_is_free_with_token_zero(table: LeaseTable):
     assert lease.state == FREE
     assert lease.token == 0
     assert not lease.is_live(0)
+
+
+def test_an_acquire_outside_a_wake_forgets_the_old_task_and_endpoint(table: LeaseTable):
+    old = "arn:aws:ecs:us-east-1:1:task/c/old"
+    lease = table.acquire(old, TTL, task_arn=old)
+    table.set_fields({"endpoint": "http://10.0.0.9:8000"})
+    table.release(lease.holder, lease.token)
+    manual = table.acquire("manual@host:1", TTL)
+    assert manual.endpoint is None and manual.task_arn is None

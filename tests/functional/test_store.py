@@ -433,3 +433,18 @@ def test_a_deleted_current_object_is_a_fresh_start(store, s3, tmp_path):
     s3.delete_object(Bucket=BUCKET, Key=KEY)
     assert store.download_newest_good(str(tmp_path / "down.sqlite3")) is None
     assert len(store.versions()) == 1
+
+
+def test_a_retried_upload_whose_first_attempt_won_is_not_a_lost_fence(store, tmp_path):
+    # The client resends the same condition after a lost answer; S3 refuses it because the
+    # first attempt already replaced the object. That object is ours: the upload is done.
+    base = store.upload(snapshot_of(tmp_path, 3), None, intent(token=4))
+    snap = snapshot_of(tmp_path, 5, "next")
+    won = store.upload(snap, base.etag, intent(token=4))
+    retried = store.upload(snap, base.etag, intent(token=4))
+    assert retried.etag == won.etag and retried.version_id == won.version_id
+    # Another holder's object, or other bytes under our name, are still a lost fence.
+    with pytest.raises(FencingError):
+        store.upload(snapshot_of(tmp_path, 6, "other"), base.etag, intent(token=4))
+    with pytest.raises(FencingError):
+        store.upload(snap, base.etag, intent(holder="task-b", token=5))
