@@ -83,23 +83,20 @@ def take(source: str, destination: str) -> Snapshot:
     """
     tmp = destination + ".partial"
     remove_file(tmp)
-    # Read-write open: read-only connections cannot attach to a WAL database without its -shm.
-    src = sqlite3.connect(source, timeout=30)
     try:
-        dst = sqlite3.connect(tmp)
+        src = _open_existing(source)
         try:
-            src.backup(dst, pages=-1)
-            # The copy is a standalone file: no WAL beside it, so S3 gets one self-contained file.
-            mode = dst.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() == "wal":
-                dst.execute("PRAGMA journal_mode=DELETE")
+            dst = sqlite3.connect(tmp)
+            try:
+                src.backup(dst, pages=-1)
+                _standalone(dst)
+            finally:
+                dst.close()
         finally:
-            dst.close()
+            src.close()
     except sqlite3.DatabaseError as exc:
         remove_file(tmp)
         raise CorruptDatabase(source, f"snapshot failed: {exc}") from exc
-    finally:
-        src.close()
     check(tmp)
     digest = sha256_file(tmp)
     os.replace(tmp, destination)
@@ -116,14 +113,18 @@ def take_quiescent(source: str, destination: str) -> Snapshot:
     tmp = destination + ".partial"
     remove_file(tmp)
     try:
-        connection = sqlite3.connect(source, timeout=30, isolation_level=None)
+        connection = _open_existing(source, isolation_level=None)
         try:
             busy = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             if busy:
                 return take(source, destination)
-            # With the write lock held nothing can commit, so the file alone is the database.
             connection.execute("BEGIN IMMEDIATE")
             try:
+                # A writer may have committed between the checkpoint and the lock: then the
+                # WAL holds frames the main file lacks, and only the online backup sees them.
+                if _wal_size(source):
+                    return take(source, destination)
+                # With the write lock held and the WAL empty, the file alone is the database.
                 shutil.copyfile(source, tmp)
             finally:
                 connection.execute("ROLLBACK")
@@ -131,8 +132,7 @@ def take_quiescent(source: str, destination: str) -> Snapshot:
             connection.close()
         copy = sqlite3.connect(tmp)
         try:
-            if str(copy.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
-                copy.execute("PRAGMA journal_mode=DELETE")
+            _standalone(copy)
         finally:
             copy.close()
     except sqlite3.DatabaseError as exc:
@@ -144,37 +144,66 @@ def take_quiescent(source: str, destination: str) -> Snapshot:
     return Snapshot(path=destination, sha256=digest, size=os.path.getsize(destination))
 
 
+def _open_existing(path: str, **options: object) -> sqlite3.Connection:
+    """Open a database that must already exist (never create an empty one in its place).
+
+    Read-write: a read-only connection cannot attach to a WAL database without its -shm.
+    """
+    return sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30, **options)
+
+
+def _standalone(connection: sqlite3.Connection) -> None:
+    """A copy is one self-contained file: no WAL beside it when it reaches S3."""
+    if str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        connection.execute("PRAGMA journal_mode=DELETE")
+
+
+def _wal_size(path: str) -> int:
+    try:
+        return os.path.getsize(path + "-wal")
+    except FileNotFoundError:
+        return 0
+
+
 class ChangeWatcher:
     """Tells whether the database has had commits since the last call to ``mark``.
 
     ``PRAGMA data_version`` on a long-lived connection changes whenever another connection
-    commits, so idle databases cost no snapshot and no upload.
+    commits, so idle databases cost no snapshot and no upload. The connection stays on the
+    file it opened, so the file's identity is watched too: an app that replaces its database
+    file (an import, a reset) is a change, and the watch moves to the new file.
     """
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._connection: sqlite3.Connection | None = None
-        self._seen: int | None = None
+        self._file: tuple[int, int] | None = None
+        self._seen: tuple[tuple[int, int], int] | None = None
 
-    def _version(self) -> int | None:
-        if not os.path.exists(self._path):
-            return None
-        if self._connection is None:
-            self._connection = sqlite3.connect(
-                self._path, check_same_thread=False
-            )
+    def _state(self) -> tuple[tuple[int, int], int] | None:
         try:
-            return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+            stat = os.stat(self._path)
+        except FileNotFoundError:
+            self.close()
+            return None
+        identity = (stat.st_dev, stat.st_ino)
+        if self._connection is not None and identity != self._file:
+            self.close()
+        try:
+            if self._connection is None:
+                self._connection = _open_existing(self._path, check_same_thread=False)
+                self._file = identity
+            return identity, int(self._connection.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.DatabaseError:
             self.close()
             return None
 
     def changed(self) -> bool:
-        version = self._version()
-        return version is None or version != self._seen
+        state = self._state()
+        return state is None or state != self._seen
 
     def mark(self) -> None:
-        self._seen = self._version()
+        self._seen = self._state()
 
     def close(self) -> None:
         if self._connection is not None:

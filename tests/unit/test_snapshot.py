@@ -17,6 +17,7 @@ from chalicelib.snapshot import (
     sha256_file,
     sidecars,
     take,
+    take_quiescent,
     verify,
 )
 
@@ -287,3 +288,38 @@ def test_sidecars_and_remove_file(tmp_path: Path):
     remove_file(path)
     remove_file(path)  # already gone: fine
     assert not os.path.exists(path)
+
+
+def test_a_replaced_database_file_counts_as_a_change(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    _make(path, 1)
+    watcher = ChangeWatcher(str(path))
+    watcher.mark()
+    assert not watcher.changed()
+    replacement = tmp_path / "import.sqlite3"
+    _make(replacement, 3)
+    os.replace(replacement, path)  # an app importing or resetting its database
+    assert watcher.changed()
+    watcher.mark()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO t VALUES (99)")
+    db.commit()
+    db.close()
+    assert watcher.changed(), "commits to the new file are seen too"
+    watcher.close()
+
+
+def test_a_vanished_database_is_an_error_never_an_empty_upload(tmp_path):
+    with pytest.raises(CorruptDatabase):
+        take(str(tmp_path / "gone.sqlite3"), str(tmp_path / "snap"))
+    with pytest.raises(CorruptDatabase):
+        take_quiescent(str(tmp_path / "gone.sqlite3"), str(tmp_path / "snap"))
+    assert not (tmp_path / "gone.sqlite3").exists()
+
+
+def _make(path, rows: int) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(rows)])
+    db.commit()
+    db.close()
