@@ -81,6 +81,7 @@ class Agent:
         self.heartbeat: Heartbeat | None = None
         self._stop_reason: str | None = None
         self._signals = 0
+        self._stop_requested_at: float | None = None
         self._fell_back = False
 
     # -- public entry points ---------------------------------------------------------------
@@ -102,9 +103,12 @@ class Agent:
     def _boot(self) -> int | None:
         lease = self._acquire()
         if lease is None:
-            self._publish("exited", exit_code=EXIT_LEASE_HELD)
-            return EXIT_LEASE_HELD
-        self.keeper = LeaseKeeper(self.deps.table, lease, self.settings.lease_ttl)
+            code = 0 if self._signals else EXIT_LEASE_HELD
+            self._publish("exited", exit_code=code)
+            return code
+        self.keeper = LeaseKeeper(
+            self.deps.table, lease, self.settings.lease_ttl, self.deps.clocks.monotonic
+        )
         # Renew from now on: a large download must not outlive the lease.
         self.heartbeat = Heartbeat(
             self.keeper, self.inbox, self.settings.idle_timeout, self.deps.clocks.wall
@@ -148,6 +152,9 @@ class Agent:
                     task_arn=identity.task_arn,
                 )
             except (LeaseHeld, LeaseUnavailable) as exc:
+                if self._signals:
+                    self.log.info("Stop requested before the lease was acquired; exiting")
+                    return None
                 if clocks.monotonic() + delay > deadline:
                     self.log.error(
                         f"Could not acquire the lease: {exc}; the app was not started",
@@ -227,16 +234,35 @@ class Agent:
         if heartbeat.lost:
             self._stop_reason = heartbeat.lost
             return self._abandon(app_running=False)
-        if argv:
-            self.app = AppProcess(argv, env=self._app_env(), **self._spawner())
-            self.app.start()
-            self.log.info("App started", extra={"pid": self.app.pid, "argv": list(argv)})
-            threading.Thread(target=self._watch_app, name="wakeful-app", daemon=True).start()
+        outcome = None
+        if argv and not self._signals:
+            outcome = self._start_app(argv)
         self._publish("running")
         try:
-            return self._finish(self._loop())
+            return self._finish(outcome or self._guarded_loop())
         finally:
             heartbeat.stop()
+
+    def _start_app(self, argv: Sequence[str]) -> str | None:
+        """Start the app; ``"no-app"`` when it cannot be (the stop still uploads and releases)."""
+        self.app = AppProcess(argv, env=self._app_env(), **self._spawner())
+        try:
+            self.app.start()
+        except OSError as exc:
+            self.log.error(f"Failed to start the app {list(argv)}: {exc}")
+            self.app = None
+            return "no-app"
+        self.log.info("App started", extra={"pid": self.app.pid, "argv": list(argv)})
+        threading.Thread(target=self._watch_app, name="wakeful-app", daemon=True).start()
+        return None
+
+    def _guarded_loop(self) -> str:
+        """The loop; an unexpected error still ends in the final upload and release."""
+        try:
+            return self._loop()
+        except Exception as exc:
+            self.log.exception(f"Agent error: {exc}; stopping with a final upload")
+            return "error"
 
     def _loop(self) -> str:
         """Wait for the next thing to do; return why we are stopping."""
@@ -244,9 +270,17 @@ class Agent:
         interval = self.settings.sync_interval
         clocks = self.deps.clocks
         next_sync = clocks.monotonic() + interval if interval > 0 else None
+        assert self.keeper is not None and self.heartbeat is not None
         while True:
-            timeout = None if next_sync is None else max(0.0, next_sync - clocks.monotonic())
-            for message in self.inbox.wait(timeout):
+            # Wake up in time to notice the lease running out even if a renewal hangs; the
+            # margin absorbs clock-rate differences between this host and the others.
+            deadline = self.keeper.valid_until - 0.1 * self.keeper.ttl
+            wake_at = deadline if next_sync is None else min(deadline, next_sync)
+            lapse = self._lease_lapsed(deadline)
+            if lapse:
+                self._stop_reason = lapse
+                return "lost"
+            for message in self.inbox.wait(max(0.0, wake_at - clocks.monotonic())):
                 if message.kind == "lost":
                     self._stop_reason = message.detail
                     return "lost"
@@ -261,6 +295,15 @@ class Agent:
                 if self._sync("periodic") == "lost":
                     return "lost"
                 next_sync = clocks.monotonic() + interval
+
+    def _lease_lapsed(self, deadline: float) -> str | None:
+        """Why we can no longer count on the lease, if we cannot."""
+        assert self.heartbeat is not None
+        if self.deps.clocks.monotonic() >= deadline:
+            return "the lease was not renewed in time; another agent may take it over"
+        if not self.heartbeat.is_alive() and not self.heartbeat.lost:
+            return "the heartbeat stopped"
+        return None
 
     def _sync(self, reason: str, force: bool = False) -> str:
         assert self.syncer is not None
@@ -302,6 +345,10 @@ class Agent:
             self.log.info("App stopped", extra={"exit_code": app_code})
         if outcome == "idle":
             app_code = 0
+        elif outcome == "no-app":
+            app_code = 127  # the shell's "command not found"
+        elif outcome == "error":
+            app_code = app_code or 1
         code = self._final_upload_and_release()
         final = code if code is not None else app_code
         self._publish("exited", exit_code=final)
@@ -398,7 +445,9 @@ class Agent:
             self.log.warning(f"Could not release the lease: {exc}")
 
     def _budget_end(self) -> float:
-        return self.deps.clocks.monotonic() + self.settings.stop_budget
+        """The stop budget counts from the stop signal (ECS's stopTimeout does too)."""
+        started = self._stop_requested_at or self.deps.clocks.monotonic()
+        return started + self.settings.stop_budget
 
     # -- signals and state -----------------------------------------------------------------
 
@@ -413,6 +462,7 @@ class Agent:
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals == 1:
+            self._stop_requested_at = self.deps.clocks.monotonic()
             # Seed wording, kept for operators who grep for it.
             self.log.info(f"Received {name}, syncing database...")
             self.inbox.post("signal", f"received {name}")
@@ -431,6 +481,13 @@ class Agent:
         return env
 
     def _publish(self, phase: str, **extra: Any) -> None:
+        try:
+            self._write_state(phase, **extra)
+        except OSError as exc:
+            # Only manual commands read it; a full disk must not stop the final upload.
+            self.log.warning(f"Could not write the agent's state file: {exc}")
+
+    def _write_state(self, phase: str, **extra: Any) -> None:
         state.update(
             self.settings.local_path,
             {
@@ -442,7 +499,10 @@ class Agent:
         )
 
     def _publish_sync(self, request: int, outcome: str, detail: str) -> None:
-        state.update(
-            self.settings.local_path,
-            {"sync_done": request, "sync_outcome": outcome, "sync_detail": detail},
-        )
+        try:
+            state.update(
+                self.settings.local_path,
+                {"sync_done": request, "sync_outcome": outcome, "sync_detail": detail},
+            )
+        except OSError as exc:
+            self.log.warning(f"Could not write the agent's state file: {exc}")

@@ -14,11 +14,21 @@ from container.inbox import Inbox
 class LeaseKeeper:
     """Owns the agent's view of its lease: holder, token, and when it expires."""
 
-    def __init__(self, table: LeaseTable, lease: Lease, ttl: float) -> None:
+    def __init__(
+        self,
+        table: LeaseTable,
+        lease: Lease,
+        ttl: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.table = table
         self.ttl = ttl
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._lease = lease
+        # Until when this process may count on the lease, by its own clock: a renewal counts
+        # from when it was sent, so a slow answer never stretches it.
+        self.valid_until = monotonic() + ttl
 
     @property
     def lease(self) -> Lease:
@@ -36,9 +46,11 @@ class LeaseKeeper:
     def renew(self) -> Lease:
         """Renew now; ``LeaseLost`` if it is no longer ours."""
         current = self.lease
+        sent = self._monotonic()
         renewed = self.table.renew(str(current.holder), current.token, self.ttl)
         with self._lock:
             self._lease = renewed
+            self.valid_until = max(self.valid_until, sent + self.ttl)
         return renewed
 
     def record_upload(self, upload: dict) -> None:
@@ -86,6 +98,9 @@ class Heartbeat(threading.Thread):
                 if self._clock() >= self.keeper.lease.expires_at - self.interval:
                     self._lose(f"could not renew before expiry: {exc}")
                     return
+                continue
+            except Exception as exc:  # the agent's watchdog judges the lease by valid_until
+                self.inbox.post("heartbeat-error", str(exc))
                 continue
             if self._idle(lease):
                 self.inbox.post("idle", "no wake within the idle timeout")
