@@ -427,3 +427,47 @@ def test_deleted_current_object_with_older_versions_refuses_a_fresh_start(agent_
     assert agent.wait() == 4, agent.output()
     assert not marker.exists()
     assert f"restore --version {version}" in agent.output()
+
+
+def test_hanging_renewals_stop_the_app_before_the_lease_can_be_taken(
+    agent_env, tmp_path, moto_server
+):
+    proxy = TcpProxy(moto_server.port)
+    env = {**agent_env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.url, "WAKEFUL_LEASE_TTL": "3"}
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(env, writer(env, log), tmp_path)
+    agent.wait_running()
+    app_pid = wait_for(lambda: _child_pid(agent.pid), what="the app")
+    proxy.hang()
+    assert agent.wait(timeout=30) == 5, agent.output()
+    stopped_at = _now()
+    assert not _alive(app_pid)
+    # The app was stopped around the time the last renewal ran out (process exit included),
+    # not after the hung call gave up.
+    assert stopped_at < lease_item().expires_at + 1.0
+    assert any("not renewed in time" in m for m in agent.messages()), agent.output()
+    assert list((tmp_path / "app").glob("db.sqlite3.conflict.*"))
+
+
+def test_an_app_that_cannot_start_still_ends_in_a_verified_stop(agent_env, tmp_path):
+    agent = AgentProcess(agent_env, ["/nonexistent/app-binary"], tmp_path)
+    assert agent.wait() == 127, agent.output()
+    assert "Failed to start the app" in agent.output()
+    lease = lease_item()
+    assert lease.state == "FREE"
+    assert lease.last_upload["reason"] == "shutdown"
+
+
+def test_sigterm_while_waiting_for_the_lease_exits_0_without_the_app(agent_env, tmp_path):
+    from chalicelib.lease import LeaseTable
+
+    LeaseTable("wakeful-test-leases", "wakeful-test-db/db.sqlite3").acquire("someone-else", 60)
+    marker = tmp_path / "started"
+    env = {**agent_env, "WAKEFUL_ACQUIRE_TIMEOUT": "60"}
+    agent = AgentProcess(env, ["touch", str(marker)], tmp_path)
+    wait_for(lambda: any(m.startswith("Waiting for the lease") for m in agent.messages()),
+             what="the agent to wait")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=10) == 0, agent.output()
+    assert not marker.exists()
+    assert lease_item().holder == "someone-else"
