@@ -485,6 +485,11 @@ class DatabaseStore:
         return Backup(name=name, key=key, size=source.size,
                       last_modified=dt.datetime.fromtimestamp(self._clock(), dt.UTC))
 
+    def newest_backup(self) -> ObjectInfo | None:
+        """What the newest timestamped backup holds (metadata included), if there is one."""
+        found = self.backups()
+        return self.head(key=found[0].key) if found else None
+
     def prune_backups(self) -> list[str]:
         """Delete backups beyond the retention count, oldest first; returns their names."""
         doomed = self.backups()[self.backup_retention:]

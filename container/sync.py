@@ -115,9 +115,17 @@ class Syncer:
         return SyncResult(True, info, seconds, reason)
 
     def backup(self, info: ObjectInfo) -> None:
-        """Timestamped backup and retention; a failure here never fails the sync."""
-        self.log.info("Creating timestamped backup in S3...")
+        """Timestamped backup and retention; a failure here never fails the sync.
+
+        A backup identical to the newest one is skipped: a backend woken and put back to sleep
+        without writes must not push distinct restore points out of the retention window.
+        """
         try:
+            newest = self.store.newest_backup()
+            if newest is not None and info.sha256 and newest.sha256 == info.sha256:
+                self.log.info(f"Backup skipped: unchanged since backup {newest.key}")
+                return
+            self.log.info("Creating timestamped backup in S3...")
             backup = self.store.create_backup(info)
             pruned = self.store.prune_backups()
         except Exception as exc:  # the database itself is safely uploaded

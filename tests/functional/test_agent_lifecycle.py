@@ -471,3 +471,26 @@ def test_sigterm_while_waiting_for_the_lease_exits_0_without_the_app(agent_env, 
     assert agent.wait(timeout=10) == 0, agent.output()
     assert not marker.exists()
     assert lease_item().holder == "someone-else"
+
+
+def test_a_wake_without_writes_does_not_add_a_backup(agent_env, tmp_path):
+    import boto3
+
+    log = tmp_path / "writes.log"
+    first = AgentProcess(agent_env, writer(agent_env, log), tmp_path, "first")
+    first.wait_running()
+    wait_for(lambda: committed_ids(log), what="rows")
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0, first.output()
+
+    env = _env(agent_env, tmp_path, "idle")
+    idle = AgentProcess(env, ["python", "-c", "import time; time.sleep(60)"], tmp_path, "idle")
+    idle.wait_running()
+    idle.signal(signal.SIGTERM)
+    assert idle.wait() == 0, idle.output()
+    assert current_object()["Metadata"]["wakeful-reason"] == "shutdown"  # the stop is proven
+    listed = boto3.client("s3").list_objects_v2(
+        Bucket="wakeful-test-db", Prefix="db.sqlite3.backup."
+    )
+    assert len(listed.get("Contents", [])) == 1
+    assert any(m.startswith("Backup skipped") for m in idle.messages())
