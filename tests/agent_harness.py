@@ -18,6 +18,7 @@ import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER = str(ROOT / "tests" / "apps" / "writer.py")
+IDLE = str(ROOT / "tests" / "apps" / "idle.py")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -6,12 +6,14 @@ import contextlib
 import os
 import signal
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.agent_harness import (
+    IDLE,
     AgentProcess,
     committed_ids,
     current_object,
@@ -159,12 +161,7 @@ def test_two_agents_at_once_exactly_one_app_runs(agent_env, tmp_path, serial_end
             agent_env, tmp_path, name,
             WAKEFUL_ACQUIRE_TIMEOUT="2", AWS_ENDPOINT_URL=serial_endpoint,
         )
-        app = [
-            "python", "-c",
-            "import os, sys, time; open(sys.argv[1] + '/' + str(os.getpid()), 'w').close();"
-            " time.sleep(60)",
-            str(markers),
-        ]
+        app = [sys.executable, IDLE, "--marker", str(markers)]
         agents.append(AgentProcess(env, app, tmp_path, name))
     loser = wait_for(
         lambda: next((a for a in agents if a.process.poll() is not None), None),
@@ -242,7 +239,7 @@ def test_corrupt_current_object_is_repaired_at_the_first_sync_even_if_app_is_idl
     put_object(good.read_bytes())
     put_object(b"test data\n")
     env = {**agent_env, "WAKEFUL_SYNC_INTERVAL": "0.3"}
-    agent = AgentProcess(env, ["python", "-c", "import time; time.sleep(60)"], tmp_path)
+    agent = AgentProcess(env, [sys.executable, IDLE], tmp_path)
     agent.wait_running()
     wait_for(lambda: lease_item().last_upload, what="the repairing upload")
     assert current_object()["Metadata"]["wakeful-reason"] == "periodic"
@@ -365,13 +362,7 @@ def _writer_pid(log: Path, agent: AgentProcess) -> int:
 
 def test_no_uploads_while_the_database_is_idle(agent_env, tmp_path):
     env = {**agent_env, "WAKEFUL_SYNC_INTERVAL": "0.2"}
-    app = [
-        "python", "-c",
-        "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1]);"
-        " db.execute('CREATE TABLE rows (id INTEGER PRIMARY KEY, pid INTEGER, body TEXT)');"
-        " db.execute('INSERT INTO rows VALUES (1, 0, \"x\")'); db.commit(); time.sleep(60)",
-        env["DB_LOCAL_PATH"],
-    ]
+    app = [sys.executable, IDLE, "--one-row", env["DB_LOCAL_PATH"]]
     agent = AgentProcess(env, app, tmp_path)
     agent.wait_running()
     wait_for(lambda: lease_item().last_upload, what="the first upload")
@@ -405,7 +396,7 @@ def test_second_signal_skips_upload_retries(agent_env, tmp_path, moto_server):
 def test_stop_of_an_app_that_never_made_a_database_is_recorded_as_a_final_sync(
     agent_env, tmp_path
 ):
-    agent = AgentProcess(agent_env, ["python", "-c", "import time; time.sleep(60)"], tmp_path)
+    agent = AgentProcess(agent_env, [sys.executable, IDLE], tmp_path)
     agent.wait_running()
     holder = lease_item().holder
     agent.signal(signal.SIGTERM)
@@ -484,7 +475,7 @@ def test_a_wake_without_writes_does_not_add_a_backup(agent_env, tmp_path):
     assert first.wait() == 0, first.output()
 
     env = _env(agent_env, tmp_path, "idle")
-    idle = AgentProcess(env, ["python", "-c", "import time; time.sleep(60)"], tmp_path, "idle")
+    idle = AgentProcess(env, [sys.executable, IDLE], tmp_path, "idle")
     idle.wait_running()
     idle.signal(signal.SIGTERM)
     assert idle.wait() == 0, idle.output()
