@@ -136,6 +136,11 @@ class ControlPlane:
                 return Reply(200, {"state": "running", "endpoint": answer.endpoint,
                                    "task_arn": lease.task_arn})
             if answer.state == "starting":
+                endpoint = self._endpoint_from_ecs(lease)
+                if endpoint:
+                    self.metrics.emit("Wake", state="running")
+                    return Reply(200, {"state": "running", "endpoint": endpoint,
+                                       "task_arn": lease.holder})
                 self.metrics.emit("Wake", state="starting")
                 return self._starting(lease.task_arn, lease.reservation_id)
             return self._start()
@@ -173,6 +178,32 @@ class ControlPlane:
         self.metrics.emit("Wake", state="started")
         self.metrics.emit("TaskStarted")
         return self._starting(task.task_arn, reservation)
+
+    def _endpoint_from_ecs(self, lease: Lease) -> str | None:
+        """A task holds the lease but no endpoint of its own is recorded: ask ECS for it.
+
+        Its RUNNING event may have come while the lease was still someone else's and been
+        dropped; without this, wakes would answer "starting" for as long as it runs.
+        """
+        holder = lease.holder
+        own = lease.endpoint_task == holder
+        stopping = lease.extra.get("stopping") == holder
+        if lease.state != HELD or not decisions.is_task_arn(holder) or own or stopping:
+            return None
+        try:
+            task = self.launcher.describe([str(holder)]).get(str(holder))
+            if (
+                task is None
+                or task.last_status != "RUNNING"
+                or task.desired_status != "RUNNING"
+                or not task.private_ip
+            ):
+                return None
+            endpoint = f"http://{task.private_ip}:{self.settings.app_port}"
+            self.lease.record_task(str(holder), None, endpoint)
+        except (TaskControlError, LeaseLost):
+            return None
+        return endpoint
 
     def _starting(self, task_arn: str | None, reservation: str | None) -> Reply:
         body: dict[str, Any] = {"state": "starting"}
@@ -265,6 +296,8 @@ class ControlPlane:
                                             "can stop", "holder": lease.holder})
             for arn in targets:
                 self.launcher.stop(arn, "wakeful: sleep requested")
+                # While it uploads, wakes must not be sent to an app that has stopped.
+                self.lease.clear_endpoint(arn)
                 self.log.info("Stop requested", extra={"task_arn": arn})
                 self.metrics.emit("SleepRequested")
         except (LeaseUnavailable, StoreUnavailable) as exc:

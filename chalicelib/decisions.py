@@ -98,7 +98,11 @@ def _running(task: TaskState, lease: Lease, app_port: int) -> TaskAction:
     if not (_held_by(task, lease) or _reserved_for(task, lease)):
         return Ignore("the lease is neither held by this task nor reserved for it")
     endpoint = f"http://{task.private_ip}:{app_port}" if task.private_ip else None
-    if lease.task_arn == task.task_arn and lease.endpoint == endpoint:
+    if (
+        lease.task_arn == task.task_arn
+        and lease.endpoint == endpoint
+        and lease.endpoint_task == task.task_arn
+    ):
         return Ignore("task and endpoint already recorded")
     return RecordRunning(task.task_arn, task.started_by, endpoint)
 
@@ -204,7 +208,7 @@ class WakeAnswer:
 def decide_wake(lease: Lease, now: float) -> WakeAnswer:
     if not lease.is_live(now):
         return WakeAnswer("start")
-    if lease.state == HELD and lease.endpoint:
+    if lease.state == HELD and lease.endpoint and lease.endpoint_task == lease.holder:
         return WakeAnswer("running", lease.endpoint)
     return WakeAnswer("starting")
 

@@ -40,6 +40,9 @@ COND_TASK_OWNS = (
     "(#state = :held AND holder = :task) OR (#state = :reserved AND holder = :reservation)"
 )
 
+# "It is still this holder's" (whatever the state): only its own endpoint may be cleared.
+COND_HOLDS = "holder = :holder"
+
 # "The item exists" (wake keepalives must not create a lease out of thin air).
 COND_EXISTS = "attribute_exists(pk)"
 
@@ -84,6 +87,7 @@ class Lease:
     reservation_id: str | None = None
     task_arn: str | None = None
     endpoint: str | None = None
+    endpoint_task: str | None = None
     acquired_at: float | None = None
     reserved_at: float | None = None
     last_wake: float | None = None
@@ -95,7 +99,7 @@ class Lease:
     _KNOWN = frozenset(
         {
             "pk", "state", "holder", "token", "expires_at", "reservation_id", "task_arn",
-            "endpoint", "acquired_at", "reserved_at", "last_wake", "last_upload",
+            "endpoint", "endpoint_task", "acquired_at", "reserved_at", "last_wake", "last_upload",
             "last_unsynced_stop", "last_holder",
         }
     )
@@ -114,6 +118,7 @@ class Lease:
             reservation_id=data.get("reservation_id"),
             task_arn=data.get("task_arn"),
             endpoint=data.get("endpoint"),
+            endpoint_task=data.get("endpoint_task"),
             acquired_at=data.get("acquired_at"),
             reserved_at=data.get("reserved_at"),
             last_wake=data.get("last_wake"),
@@ -203,7 +208,9 @@ class LeaseTable:
         if not reservation_id:
             # Not started by a wake: whatever task and endpoint the item names are someone
             # else's, and a wake must not send clients there.
-            removed = ["reservation_id", "endpoint"] + ([] if task_arn else ["task_arn"])
+            removed = ["reservation_id", "endpoint", "endpoint_task"] + (
+                [] if task_arn else ["task_arn"]
+            )
             expression += " REMOVE " + ", ".join(removed)
         try:
             return self._update(expression, COND_ACQUIRABLE, values)
@@ -277,7 +284,7 @@ class LeaseTable:
             return self._update(
                 "SET #state = :reserved, holder = :holder, reservation_id = :holder, "
                 "expires_at = :expires, reserved_at = :now, last_wake = :now, updated_at = :now "
-                "REMOVE task_arn, endpoint",
+                "REMOVE task_arn, endpoint, endpoint_task",
                 COND_TAKEABLE,
                 values,
             )
@@ -336,7 +343,8 @@ class LeaseTable:
         }
         expression = "SET task_arn = :task, updated_at = :now"
         if endpoint:
-            expression += ", endpoint = :endpoint"
+            # The endpoint names its task, so a wake never sends clients to another task's.
+            expression += ", endpoint = :endpoint, endpoint_task = :task"
             values[":endpoint"] = endpoint
         try:
             return self._update(expression, COND_TASK_OWNS, values)
@@ -344,6 +352,21 @@ class LeaseTable:
             raise LeaseLost(self.name, task_arn, -1, "not held by or reserved for it") from (
                 failed.__cause__
             )
+
+    def clear_endpoint(self, holder: str) -> Lease:
+        """Stop sending clients to ``holder``'s endpoint (it is stopping); a no-op otherwise.
+
+        ``stopping`` names the holder, so nobody re-learns the endpoint from ECS (which shows
+        the task RUNNING until its container exits).
+        """
+        values = {":holder": holder}
+        try:
+            return self._update(
+                "SET stopping = :holder REMOVE endpoint, endpoint_task",
+                COND_HOLDS, values, names=False,
+            )
+        except _ConditionFailed:
+            return self.read()
 
     def set_fields(self, fields: Mapping[str, Any], condition: str | None = None,
                    values: Mapping[str, Any] | None = None) -> Lease:

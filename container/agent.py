@@ -335,6 +335,7 @@ class Agent:
         if outcome == "lost":
             return self._abandon()
         self._publish("stopping")
+        self._stop_sending_clients()
         app_code = 0
         if self.app is not None:
             already_exited = self.app.poll() is not None
@@ -353,6 +354,14 @@ class Agent:
         final = code if code is not None else app_code
         self._publish("exited", exit_code=final)
         return final
+
+    def _stop_sending_clients(self) -> None:
+        """Wakes from now on answer "starting", not this app's address (it is stopping)."""
+        assert self.keeper is not None
+        try:
+            self.deps.table.clear_endpoint(self.keeper.holder)
+        except LeaseUnavailable as exc:
+            self.log.warning(f"Could not clear the endpoint on the lease: {exc}")
 
     def _final_upload_and_release(self) -> int | None:
         """Upload (retrying inside the stop budget), then release. ``None`` when both held."""

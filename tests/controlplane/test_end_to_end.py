@@ -114,3 +114,17 @@ def test_sigkilled_task_is_an_unsynced_stop_and_the_next_wake_restores_the_last_
     rows = [row[0] for row in s3_rows()]
     assert rows == list(range(1, len(rows) + 1))
 
+
+
+def test_a_stopping_backend_is_never_offered_to_a_wake(
+    chalice_client, agent_env, task_metadata, tmp_path
+):
+    task, agent, _log = _start_agent(chalice_client, agent_env, task_metadata, tmp_path)
+    deliver(chalice_client, event("task-running.json", task))
+    assert chalice_client.http.post("/wake", headers=KEY).status_code == 200
+    assert chalice_client.http.post("/sleep", headers=KEY).status_code == 202
+    # The agent is still uploading (ECS's SIGTERM not yet sent): a wake must wait.
+    during = chalice_client.http.post("/wake", headers=KEY)
+    assert during.status_code == 202, during.body
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0, agent.output()

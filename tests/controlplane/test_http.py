@@ -187,3 +187,19 @@ def test_sleep_while_asleep_does_nothing(chalice_client):
     response = post(chalice_client, "/sleep")
     assert response.status_code == 200
     assert json.loads(response.body) == {"state": "asleep"}
+
+
+def test_a_holder_whose_running_event_was_missed_is_found_through_ecs(
+    chalice_client, settings, tmp_path
+):
+    woke = json.loads(post(chalice_client, "/wake").body)
+    [task] = ecs_tasks()
+    AgentDouble(settings, woke["task_arn"], tmp_path).acquire(woke["reservation_id"])
+    # No RUNNING event was delivered (it came while the lease was still someone else's).
+    assert task["lastStatus"] == "RUNNING"
+    [ip] = [d["value"] for a in task["attachments"] for d in a["details"]
+            if d["name"] == "privateIPv4Address"]
+    answer = post(chalice_client, "/wake")
+    assert answer.status_code == 200, answer.body
+    assert json.loads(answer.body)["endpoint"] == f"http://{ip}:8000"
+    assert post(chalice_client, "/wake").status_code == 200  # now recorded: one call per wake
