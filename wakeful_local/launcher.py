@@ -25,8 +25,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class LocalTask:
     process: subprocess.Popen[bytes]
     workdir: Path
     version: int = 1
+    listening: bool = False
     stop_reason: str | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -133,6 +134,26 @@ class LocalTaskLauncher(EcsTaskLauncher):
         ).start()
         return task
 
+    def describe(self, task_arns: Sequence[str]) -> dict[str, TaskState]:
+        return {arn: self._as_seen_here(task) for arn, task in super().describe(task_arns).items()}
+
+    def running(self) -> list[TaskState]:
+        return [self._as_seen_here(task) for task in super().running()]
+
+    def _as_seen_here(self, task: TaskState) -> TaskState:
+        """ECS's record, with what only this host knows: the address, and whether it is up.
+
+        ECS reports RUNNING once the container has started; here that is when the app
+        listens. The address is loopback, never the made-up one in moto's record.
+        """
+        local = self.tasks.get(task.task_arn)
+        if local is None:
+            return task
+        status = task.last_status
+        if status == "RUNNING" and not local.listening:
+            status = "PENDING"
+        return replace(task, private_ip=LOCAL_IP, last_status=status)
+
     def stop(self, task_arn: str, reason: str) -> None:
         super().stop(task_arn, reason)
         local = self.tasks.get(task_arn)
@@ -176,6 +197,7 @@ class LocalTaskLauncher(EcsTaskLauncher):
 
     def _watch(self, local: LocalTask) -> None:
         if self._wait_listening(local):
+            local.listening = True
             self._emit(local, "RUNNING")
         code = local.process.wait()
         with contextlib.suppress(Exception):
