@@ -38,12 +38,17 @@ from chalicelib.events import STOPPED, MalformedEvent, TaskState, family_of, par
 from chalicelib.lease import HELD, RESERVED, Lease, LeaseTable
 from chalicelib.ledger import TaskLedger
 from chalicelib.settings import ControlPlaneSettings
-from chalicelib.store import DatabaseStore
+from chalicelib.store import DatabaseStore, ObjectInfo
 from chalicelib.tasks import TaskLauncher, launcher_for
 
 # How long a client should wait before asking again, by situation (seconds).
 RETRY_STARTING = 5
 RETRY_UNAVAILABLE = 30
+
+
+# How far back a stop's proof is looked for: later holders add a version per sync, and a
+# STOPPED event is handled within minutes of the stop.
+PROOF_VERSIONS = 20
 
 
 class MetricSink(Protocol):
@@ -109,13 +114,15 @@ class ControlPlane:
 
         location = settings.location
         # One DynamoDB client for the lease and the ledger: each client costs cold-start time.
-        dynamodb = aws.client("dynamodb", location.region, location.endpoint_url)
+        # Endpoints are left to boto3, which honours AWS_ENDPOINT_URL and the per-service
+        # AWS_ENDPOINT_URL_<SERVICE> variables.
+        dynamodb = aws.client("dynamodb", location.region)
         return cls(
             settings=settings,
             lease=LeaseTable(location.lease_table, location.lease_name, client=dynamodb),
             store=DatabaseStore(
                 location.bucket, location.key, backup_retention=location.backup_retention,
-                region=location.region, endpoint_url=location.endpoint_url,
+                region=location.region,
             ),
             launcher=launcher_for(settings),
             ledger=TaskLedger(location.lease_table, location.lease_name, client=dynamodb),
@@ -158,6 +165,15 @@ class ControlPlane:
         try:
             task = self.launcher.start(reservation)
         except TaskControlError as exc:
+            if exc.ambiguous:
+                # The task may be starting: keep the reservation, or the next wake could
+                # start a second one. If none comes, the reconciler frees it after the
+                # start timeout.
+                self.log.warning(
+                    "RunTask answered ambiguously; keeping the reservation",
+                    extra={"reservation_id": reservation, "reason": exc.reason},
+                )
+                return self._starting(None, reservation)
             self._release_reservation(reservation)
             self.log.error(
                 "Failed to start the backend task; reservation released",
@@ -358,6 +374,13 @@ class ControlPlane:
             lease = self.lease.read()
             upload = self.store.head() if task.last_status == STOPPED else None
             action = decisions.decide(task, lease, upload, self.clock(), self.settings.app_port)
+            if isinstance(action, UnsyncedStop | NeverHeld):
+                # A later holder's uploads may hide this task's final one: look further back.
+                proof = self._shutdown_version_of(task.task_arn)
+                if proof is not None:
+                    action = decisions.decide(
+                        task, lease, proof, self.clock(), self.settings.app_port
+                    )
             outcome = self._execute(action, task)
             self.ledger.record(task.task_arn, task.version, task.last_status, outcome)
         except WakefulError as exc:
@@ -369,6 +392,14 @@ class ControlPlane:
             )
             return "error"
         return outcome
+
+    def _shutdown_version_of(self, task_arn: str) -> ObjectInfo | None:
+        """This task's final upload among the newest versions, if it is there."""
+        for version in self.store.versions()[:PROOF_VERSIONS]:
+            info = self.store.head(version_id=version.version_id)
+            if info is not None and info.holder == task_arn and info.reason == "shutdown":
+                return info
+        return None
 
     def _execute(self, action: TaskAction, task: TaskState) -> str:
         keys = {"task_arn": task.task_arn, "version": task.version}

@@ -101,8 +101,13 @@ class NotFound(StoreError):
 class TaskControlError(WakefulError):
     """ECS refused or failed a task operation (RunTask, StopTask, ...)."""
 
-    def __init__(self, operation: str, reason: str, retryable: bool = False) -> None:
+    def __init__(
+        self, operation: str, reason: str, retryable: bool = False, ambiguous: bool = False
+    ) -> None:
         super().__init__(f"{operation} failed: {reason}")
         self.operation = operation
         self.reason = reason
         self.retryable = retryable
+        # The request may have taken effect (no answer, or a server error): ECS may have
+        # started the task all the same.
+        self.ambiguous = ambiguous

@@ -46,7 +46,7 @@ class EcsTaskLauncher:
     def __init__(self, settings: ControlPlaneSettings, client: Any | None = None) -> None:
         self.settings = settings
         location = settings.location
-        self._ecs = client or aws.client("ecs", location.region, location.endpoint_url)
+        self._ecs = client or aws.client("ecs", location.region)
         self.family = family_of(settings.task_definition)
 
     def start(self, reservation_id: str) -> TaskState:
@@ -134,10 +134,11 @@ class EcsTaskLauncher:
         except aws.ClientError as exc:
             message = exc.response.get("Error", {}).get("Message") or aws.error_code(exc)
             raise TaskControlError(
-                operation, f"{aws.error_code(exc)}: {message}", retryable=aws.is_transient(exc)
+                operation, f"{aws.error_code(exc)}: {message}",
+                retryable=aws.is_transient(exc), ambiguous=aws.http_status(exc) >= 500,
             ) from exc
         except aws.TRANSPORT_ERRORS as exc:
-            raise TaskControlError(operation, str(exc), retryable=True) from exc
+            raise TaskControlError(operation, str(exc), retryable=True, ambiguous=True) from exc
 
 
 def _parse(raw: Any) -> TaskState:

@@ -24,6 +24,7 @@ from tests.controlplane.conftest import (
     pin_tasks,
 )
 from tests.controlplane.serial_moto import SerialMotoServer
+from tests.moto_server import free_port
 
 
 def post(client: Any, path: str, body: str = "", headers: dict[str, str] | None = None) -> Any:
@@ -203,3 +204,16 @@ def test_a_holder_whose_running_event_was_missed_is_found_through_ecs(
     assert answer.status_code == 200, answer.body
     assert json.loads(answer.body)["endpoint"] == f"http://{ip}:8000"
     assert post(chalice_client, "/wake").status_code == 200  # now recorded: one call per wake
+
+
+def test_run_task_without_an_answer_keeps_the_reservation(control_env, settings, tmp_path):
+    # ECS unreachable: RunTask may or may not have started a task. Releasing the
+    # reservation would let the next wake start a second one.
+    env = {**control_env, "AWS_ENDPOINT_URL_ECS": f"http://127.0.0.1:{free_port()}"}
+    with chalice_client_for(env, tmp_path) as client:
+        response = post(client, "/wake")
+        again = post(client, "/wake")
+    assert response.status_code == 202, response.body
+    assert again.status_code == 202
+    lease = lease_table(settings).read()
+    assert lease.state == RESERVED

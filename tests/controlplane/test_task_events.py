@@ -172,3 +172,29 @@ def test_event_with_bad_configuration_is_dropped_not_retried(control_env, tmp_pa
 
     with chalice_client_for({**control_env, "WAKEFUL_CLUSTER": ""}, tmp_path) as client:
         assert deliver(client, event("task-running.json")) == "config_error"
+
+
+def test_a_late_stop_event_is_verified_even_after_a_newer_task_uploaded(settings, tmp_path):
+    plane = build_plane(settings)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    first = plane.wake()
+    [task] = ecs_tasks()
+    old = AgentDouble(settings, first.body["task_arn"], tmp_path / "old")
+    old.acquire(first.body["reservation_id"])
+    old.write(3)
+    old.upload("shutdown")
+    old.release()
+    # The next task starts, takes over and syncs before the old task's event is handled.
+    second = plane.wake()
+    new = AgentDouble(settings, second.body["task_arn"], tmp_path / "new")
+    new.acquire(second.body["reservation_id"])
+    new.etag = old.etag
+    new.write(2)
+    new.upload("periodic")
+
+    outcome = plane.handle_event(event("task-stopped-user-initiated.json", task))
+
+    assert outcome == "verified"
+    assert "UnsyncedStop" not in plane.metrics.names()
+    assert lease_table(settings).read().holder == second.body["task_arn"]
