@@ -364,7 +364,8 @@ class ControlPlane:
     def account(self, task: TaskState, check_order: bool = True) -> str:
         """Apply one observed task state; duplicates and late versions are dropped."""
         try:
-            if check_order and decisions.is_stale(task, self.ledger.seen(task.task_arn)):
+            entry = self.ledger.entry(task.task_arn)
+            if check_order and decisions.is_stale(task, entry.version):
                 self.log.info(
                     "Dropped a duplicate or out-of-order task event",
                     extra={"task_arn": task.task_arn, "version": task.version,
@@ -373,14 +374,14 @@ class ControlPlane:
                 return "stale"
             lease = self.lease.read()
             upload = self.store.head() if task.last_status == STOPPED else None
-            action = decisions.decide(task, lease, upload, self.clock(), self.settings.app_port)
+            held = entry.held_token is not None
+            port = self.settings.app_port
+            action = decisions.decide(task, lease, upload, self.clock(), port, held)
             if isinstance(action, UnsyncedStop | NeverHeld):
                 # A later holder's uploads may hide this task's final one: look further back.
                 proof = self._shutdown_version_of(task.task_arn)
                 if proof is not None:
-                    action = decisions.decide(
-                        task, lease, proof, self.clock(), self.settings.app_port
-                    )
+                    action = decisions.decide(task, lease, proof, self.clock(), port, held)
             outcome = self._execute(action, task)
             self.ledger.record(task.task_arn, task.version, task.last_status, outcome)
         except WakefulError as exc:

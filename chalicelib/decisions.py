@@ -84,13 +84,22 @@ def is_stale(task: TaskState, seen_version: int | None) -> bool:
 
 
 def decide(
-    task: TaskState, lease: Lease, upload: ObjectInfo | None, now: float, app_port: int
+    task: TaskState,
+    lease: Lease,
+    upload: ObjectInfo | None,
+    now: float,
+    app_port: int,
+    held: bool = False,
 ) -> TaskAction:
-    """What a task state change means for the lease and the database."""
+    """What a task state change means for the lease and the database.
+
+    ``held``: the task's agent marked itself a holder (the task ledger), whatever the lease
+    item says now.
+    """
     if task.last_status == RUNNING:
         return _running(task, lease, app_port)
     if task.last_status == STOPPED:
-        return decide_stop(task, lease, upload, now)
+        return decide_stop(task, lease, upload, now, held)
     return Ignore(f"status {task.last_status} needs nothing")
 
 
@@ -108,7 +117,7 @@ def _running(task: TaskState, lease: Lease, app_port: int) -> TaskAction:
 
 
 def decide_stop(
-    task: TaskState, lease: Lease, upload: ObjectInfo | None, now: float
+    task: TaskState, lease: Lease, upload: ObjectInfo | None, now: float, held: bool = False
 ) -> TaskAction:
     """Account for a stopped task: verified, unsynced, failed to start, or never a holder."""
     if _held_by(task, lease):
@@ -126,7 +135,7 @@ def decide_stop(
         # An agent that uploaded but died before releasing leaves the lease to us.
         held = release if release == task.task_arn else None
         return VerifiedStop(task.task_arn, proof, held)
-    if not _ever_held(task.task_arn, lease, upload):
+    if not held and not _ever_held(task.task_arn, lease, upload):
         return NeverHeld(task.task_arn, release)
     last_at = last_upload_at(task, lease, upload)
     end = task.stopped_at or now

@@ -25,6 +25,7 @@ from chalicelib.errors import (
     StoreUnavailable,
 )
 from chalicelib.lease import Lease, LeaseTable
+from chalicelib.ledger import TaskLedger
 from chalicelib.observability import emit
 from chalicelib.settings import AgentSettings
 from chalicelib.snapshot import remove_file, sidecars
@@ -65,6 +66,7 @@ class Dependencies:
     metrics: Any
     clocks: Clocks = field(default_factory=Clocks)
     spawner: Spawner | None = None
+    ledger: TaskLedger | None = None
 
 
 class Agent:
@@ -109,6 +111,7 @@ class Agent:
         self.keeper = LeaseKeeper(
             self.deps.table, lease, self.settings.lease_ttl, self.deps.clocks.monotonic
         )
+        self._mark_held(lease)
         # Renew from now on: a large download must not outlive the lease.
         self.heartbeat = Heartbeat(
             self.keeper, self.inbox, self.settings.idle_timeout, self.deps.clocks.wall
@@ -171,6 +174,17 @@ class Agent:
                 extra={"holder": lease.holder, "token": lease.token, "lease": lease.name},
             )
             return lease
+
+    def _mark_held(self, lease: Lease) -> None:
+        """Tell the control plane, where the next holder cannot erase it, that this task held
+        the lease: its stop must then be proven by a final upload, or alarmed."""
+        arn = self.deps.identity.task_arn
+        if not arn or self.deps.ledger is None:
+            return
+        try:
+            self.deps.ledger.mark_held(arn, lease.token)
+        except LeaseUnavailable as exc:
+            self.log.warning(f"Could not mark the task as a holder: {exc}")
 
     def _download(self) -> str | None:
         """Put the newest good database at the local path; return the ETag to swap against."""

@@ -7,8 +7,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from chalicelib import aws
 from chalicelib.errors import ConfigError, WakefulError
 from chalicelib.lease import LeaseTable
+from chalicelib.ledger import TaskLedger
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import AgentSettings
 from chalicelib.store import DatabaseStore
@@ -74,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     location = settings.location
     # Endpoints are left to boto3, which honours AWS_ENDPOINT_URL and the per-service
     # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_DYNAMODB.
-    table = LeaseTable(location.lease_table, location.lease_name, region=location.region)
+    dynamodb = aws.client("dynamodb", location.region)
+    table = LeaseTable(location.lease_table, location.lease_name, client=dynamodb)
+    ledger = TaskLedger(location.lease_table, location.lease_name, client=dynamodb)
     store = DatabaseStore(location.bucket, location.key, region=location.region,
                           backup_retention=location.backup_retention)
     identity = discover()
@@ -87,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("wakeful-agent: run needs the app's command: run -- CMD...",
                       file=sys.stderr)
                 return EXIT_CONFIG
-            agent = Agent(settings, Dependencies(table, store, identity, log, sink))
+            agent = Agent(
+                settings, Dependencies(table, store, identity, log, sink, ledger=ledger)
+            )
             return agent.run(app or None)
         ctx = commands.Context(settings, table, store, identity, log, sink)
         return _manual(args, ctx)

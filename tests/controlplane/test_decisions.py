@@ -107,6 +107,13 @@ def test_a_task_that_never_held_the_lease_has_nothing_to_verify() -> None:
     assert action == NeverHeld(ARN, None)
 
 
+def test_a_task_marked_as_a_holder_is_unsynced_whatever_the_lease_says_now() -> None:
+    stopped = task("task-stopped-user-initiated.json")
+    other = Lease(name="db", state=HELD, holder="arn:aws:ecs:r:1:task/c/x", expires_at=NOW)
+    action = decisions.decide(stopped, other, None, NOW, 8000, held=True)
+    assert isinstance(action, UnsyncedStop) and action.release is None
+
+
 def test_stale_versions_are_duplicates_or_late() -> None:
     running = task("task-running.json")
     assert decisions.is_stale(running, 4) and decisions.is_stale(running, 6)

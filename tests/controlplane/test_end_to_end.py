@@ -71,6 +71,11 @@ def test_wake_run_sleep_is_a_verified_stop(chalice_client, agent_env, task_metad
     task, agent, log = _start_agent(chalice_client, agent_env, task_metadata, tmp_path)
     lease = lease_item()
     assert lease.state == HELD and lease.holder == task["taskArn"] and lease.token == 1
+    # The agent marked itself a holder where the next holder cannot erase it.
+    from chalicelib.ledger import TaskLedger
+
+    entry = TaskLedger("wakeful-test-leases", "wakeful-test-db/db.sqlite3").entry(task["taskArn"])
+    assert entry.held_token == 1
 
     assert deliver(chalice_client, event("task-running.json", task)) == "running"
     status = json.loads(chalice_client.http.get("/status", headers=KEY).body)

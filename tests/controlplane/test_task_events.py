@@ -198,3 +198,31 @@ def test_a_late_stop_event_is_verified_even_after_a_newer_task_uploaded(settings
     assert outcome == "verified"
     assert "UnsyncedStop" not in plane.metrics.names()
     assert lease_table(settings).read().holder == second.body["task_arn"]
+
+
+def test_a_holder_that_lost_the_lease_by_expiry_is_still_accounted_unsynced(settings, tmp_path):
+    import time as clock_module
+
+    from chalicelib.ledger import TaskLedger
+    from tests.controlplane.conftest import Clock
+
+    plane = build_plane(settings)
+    first = plane.wake()
+    [task] = ecs_tasks()
+    stalled = AgentDouble(settings, first.body["task_arn"], tmp_path)
+    stalled.acquire(first.body["reservation_id"])
+    # What the real agent does on acquiring (see test_end_to_end): mark itself a holder.
+    location = settings.location
+    TaskLedger(location.lease_table, location.lease_name).mark_held(
+        first.body["task_arn"], stalled.lease.token
+    )
+    # It stalls past its lease; a wake much later reserves the lease for a new task.
+    later = build_plane(settings, clock=Clock(clock_module.time() + 3600))
+    assert later.wake().status == 202
+    assert lease_table(settings).read().state == "RESERVED"
+
+    outcome = later.handle_event(event("task-stopped-exit-137.json", task))
+
+    assert outcome == "unsynced"
+    assert "UnsyncedStop" in later.metrics.names()
+    assert lease_table(settings).read().state == "RESERVED"  # the new task's, untouched
