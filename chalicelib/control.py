@@ -229,14 +229,17 @@ class ControlPlane:
             body["reservation_id"] = reservation
         return Reply(202, body, _retry_after(RETRY_STARTING))
 
-    def _release_reservation(self, reservation: str) -> None:
+    def _release_reservation(self, reservation: str) -> bool:
+        """``True`` when the reservation was still there and is now released."""
         try:
             self.lease.force_release(reservation)
         except LeaseLost:
-            pass  # Already taken or released: nothing of ours is left on the lease.
+            return False  # Already taken or released: nothing of ours is left on the lease.
         except LeaseUnavailable as exc:
             # It expires after the start timeout and the reconciler frees it then.
             self.log.error("Could not release the reservation", extra={"error": str(exc)})
+            return False
+        return True
 
     def status(self) -> Reply:
         now = self.clock()
@@ -470,6 +473,10 @@ class ControlPlane:
             if not decisions.needs_tasks(lease):
                 return []
             tasks = self.launcher.running()
+            # Read again after listing: every task listed was started after its reservation
+            # was written, so this read knows the reservation of each (none is taken for a
+            # stray), and an agent that acquired meanwhile is seen as the holder.
+            lease = self.lease.read()
             holder_task = None
             if lease.state == HELD and decisions.is_task_arn(lease.holder):
                 arn = str(lease.holder)
@@ -481,8 +488,16 @@ class ControlPlane:
             self.log.error("Reconciler could not read the state", extra={"error": str(exc)})
             return ["error"]
         done = []
+        taken_meanwhile = False
         for action in plan.actions:
+            if taken_meanwhile and isinstance(action, StopTask):
+                # Its agent took the reservation after all: that task is the holder now.
+                done.append(f"kept {action.task_arn}")
+                continue
             done.append(self._reconcile_one(action))
+            taken_meanwhile = isinstance(action, ReleaseReservation) and done[-1].startswith(
+                "kept reservation"
+            )
         if plan.actions:
             self.log.warning("Reconciler acted", extra={"actions": done,
                                                         "notes": list(plan.notes)})
@@ -495,7 +510,8 @@ class ControlPlane:
                 self.metrics.emit("ReconcilerAction", action="stop_task")
                 return f"stopped {action.task_arn}"
             if isinstance(action, ReleaseReservation):
-                self._release_reservation(action.reservation_id)
+                if not self._release_reservation(action.reservation_id):
+                    return f"kept reservation {action.reservation_id} (taken or gone)"
                 self.metrics.emit("ReconcilerAction", action="release_reservation")
                 return f"released {action.reservation_id}"
             self.metrics.emit("ReconcilerAction", action="dead_holder")

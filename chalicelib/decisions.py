@@ -270,12 +270,14 @@ def reconcile(
     notes: list[str] = []
     live = _alive(tasks)
     if lease.state == RESERVED and lease.holder and lease.expires_at < now:
+        # Release first: if its agent takes it at the last moment the release fails, and its
+        # task (the new holder) must then not be stopped.
+        actions.append(ReleaseReservation(lease.holder))
         for task in live:
             if task.started_by == lease.holder:
                 actions.append(StopTask(task.task_arn, START_TIMEOUT))
-        actions.append(ReleaseReservation(lease.holder))
         notes.append("reservation not taken within the start timeout")
-        keep: set[str] = set()
+        keep = {t.task_arn for t in live if t.started_by == lease.holder}
     elif lease.state == HELD and is_task_arn(lease.holder):
         keep = {str(lease.holder)}
         if holder_task is None or holder_task.last_status == STOPPED:

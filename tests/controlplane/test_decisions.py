@@ -141,7 +141,7 @@ def test_reconciler_stops_and_releases_an_orphaned_reservation() -> None:
     lease = Lease(name="db", state=RESERVED, holder="res-1", expires_at=NOW - 1)
     booting = task("task-running.json", startedBy="res-1", lastStatus="PENDING")
     plan = decisions.reconcile(lease, None, [booting], NOW)
-    assert plan.actions == (StopTask(ARN, decisions.START_TIMEOUT), ReleaseReservation("res-1"))
+    assert plan.actions == (ReleaseReservation("res-1"), StopTask(ARN, decisions.START_TIMEOUT))
 
 
 def test_reconciler_checks_a_dead_holder_and_stops_a_second_task() -> None:

@@ -37,8 +37,9 @@ def test_orphaned_reservation_is_stopped_and_released(settings):
     assert plane.reconcile() == []  # within the start timeout: leave it
     clock.now += settings.start_timeout + 1
     done = plane.reconcile()
-    assert done == [f"stopped {reply.body['task_arn']}",
-                    f"released {reply.body['reservation_id']}"]
+    # Released first: had its agent taken it meanwhile, the task would be kept.
+    assert done == [f"released {reply.body['reservation_id']}",
+                    f"stopped {reply.body['task_arn']}"]
     assert lease_table(settings).read().state == FREE
     [task] = ecs_tasks()
     assert task["desiredStatus"] == "STOPPED" and task["stoppedReason"] == START_TIMEOUT
@@ -87,3 +88,19 @@ def test_a_second_running_task_is_stopped(settings, tmp_path):
     assert stopped["stoppedReason"] == NOT_HOLDER
     lease = lease_table(settings).read()
     assert lease.state == HELD and lease.holder == holder
+
+
+def test_a_reservation_taken_at_the_last_moment_keeps_its_task(settings, tmp_path):
+    clock = Clock(time.time())
+    plane = build_plane(settings, clock=clock)
+    reply = plane.wake()
+    clock.now += settings.start_timeout + 1
+    # The reconciler has read the expired reservation; the slow agent takes it right now.
+    late = build_plane(settings, clock=clock)
+    agent = AgentDouble(settings, reply.body["task_arn"], tmp_path)
+    agent.acquire(reply.body["reservation_id"])
+    done = late.reconcile()
+    assert not any(d.startswith("stopped") for d in done)
+    [task] = ecs_tasks()
+    assert task["desiredStatus"] == "RUNNING"
+    assert lease_table(settings).read().holder == reply.body["task_arn"]
