@@ -205,10 +205,15 @@ def _private_ip(detail: Mapping[str, Any]) -> str | None:
             continue
         if str(attachment.get("type", "")).lower() not in ("eni", "elasticnetworkinterface"):
             continue
-        for item in attachment.get("details") or []:
+        details = attachment.get("details") or []
+        if not isinstance(details, list):
+            raise MalformedEvent("attachment details must be a list")
+        for item in details:
             if isinstance(item, Mapping) and item.get("name") == "privateIPv4Address":
                 value = item.get("value")
-                return str(value) if value else None
+                if value is not None and not isinstance(value, str):
+                    raise MalformedEvent(f"privateIPv4Address must be a string, got {value!r}")
+                return value or None
     return None
 
 

@@ -52,6 +52,12 @@ def test_stopped_events_carry_stop_code_reason_and_exit_codes() -> None:
         event("task-running.json", containers="app"),
         event("task-running.json", containers=[{"name": "app", "exitCode": "137"}]),
         event("task-running.json", attachments={"id": 1}),
+        event("task-running.json", attachments=[{"type": "eni", "details": 5}]),
+        event(
+            "task-running.json",
+            attachments=[{"type": "eni", "details": [{"name": "privateIPv4Address",
+                                                      "value": 10}]}],
+        ),
     ],
 )
 def test_malformed_events_raise_a_typed_error(raw: object) -> None:
