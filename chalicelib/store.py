@@ -144,7 +144,7 @@ class DatabaseStore:
         client: Any | None = None,
         clock: Callable[[], float] = time.time,
         backup_retention: int = 30,
-        multipart_threshold: int = 64 * MiB,
+        multipart_threshold: int = 128 * MiB,
         part_size: int = 16 * MiB,
         concurrency: int = 8,
         region: str | None = None,
