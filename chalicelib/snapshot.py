@@ -97,10 +97,7 @@ def take(source: str, destination: str) -> Snapshot:
     except sqlite3.DatabaseError as exc:
         remove_file(tmp)
         raise CorruptDatabase(source, f"snapshot failed: {exc}") from exc
-    check(tmp)
-    digest = sha256_file(tmp)
-    os.replace(tmp, destination)
-    return Snapshot(path=destination, sha256=digest, size=os.path.getsize(destination))
+    return _checked(tmp, destination)
 
 
 def take_quiescent(source: str, destination: str) -> Snapshot:
@@ -113,23 +110,8 @@ def take_quiescent(source: str, destination: str) -> Snapshot:
     tmp = destination + ".partial"
     remove_file(tmp)
     try:
-        connection = _open_existing(source, isolation_level=None)
-        try:
-            busy = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            if busy:
-                return take(source, destination)
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                # A writer may have committed between the checkpoint and the lock: then the
-                # WAL holds frames the main file lacks, and only the online backup sees them.
-                if _wal_size(source):
-                    return take(source, destination)
-                # With the write lock held and the WAL empty, the file alone is the database.
-                shutil.copyfile(source, tmp)
-            finally:
-                connection.execute("ROLLBACK")
-        finally:
-            connection.close()
+        if not _copy_if_quiescent(source, tmp):
+            return take(source, destination)
         copy = sqlite3.connect(tmp)
         try:
             _standalone(copy)
@@ -138,6 +120,32 @@ def take_quiescent(source: str, destination: str) -> Snapshot:
     except sqlite3.DatabaseError as exc:
         remove_file(tmp)
         raise CorruptDatabase(source, f"snapshot failed: {exc}") from exc
+    return _checked(tmp, destination)
+
+
+def _copy_if_quiescent(source: str, tmp: str) -> bool:
+    """Copy the file under the write lock if nothing is left in the WAL; else ``False``."""
+    connection = _open_existing(source, isolation_level=None)
+    try:
+        if connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+            return False  # a reader still pins the WAL
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # A writer may have committed between the checkpoint and the lock: then the WAL
+            # holds frames the main file lacks, and only the online backup sees them.
+            if _wal_size(source):
+                return False
+            # With the write lock held and the WAL empty, the file alone is the database.
+            shutil.copyfile(source, tmp)
+            return True
+        finally:
+            connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
+def _checked(tmp: str, destination: str) -> Snapshot:
+    """Check and hash a finished copy, then move it into place."""
     check(tmp)
     digest = sha256_file(tmp)
     os.replace(tmp, destination)

@@ -8,12 +8,7 @@ threads, many connections), only the server's answers are serialised.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
 from tests.moto_server import MotoServer
 
@@ -28,20 +23,5 @@ _SERVE = (
 
 
 class SerialMotoServer(MotoServer):
-    def start(self, timeout: float = 30.0) -> SerialMotoServer:
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "MOTO_CALL_RESET_API": "true"},
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"moto server exited with {self._process.returncode}")
-            try:
-                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
-                return self
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.05)
-        raise RuntimeError(f"moto server on {self.url} did not start in {timeout}s")
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", _SERVE, str(self.port)]
