@@ -89,7 +89,7 @@ def _manual_sync(ctx: Context, etag: str | None) -> int:
 
 def _ask_agent_to_sync(ctx: Context, pid: int, timeout: float) -> int:
     ctx.out(f"[INFO] An agent (pid {pid}) is running; asking it to sync now...")
-    failure = live.ask_to_sync(ctx.settings.local_path, pid, timeout, sleep=ctx.sleep)
+    failure = live.LiveAgent(ctx.settings.local_path, pid, ctx.sleep).ask_to_sync(timeout)
     if failure is not None:
         ctx.out(f"[ERROR] Failed to upload database: {failure}")
         return EXIT_FAILED
@@ -240,7 +240,7 @@ def shutdown(ctx: Context, timeout: float | None = None) -> int:
         ctx.out("[INFO] No agent running; nothing to stop")
         return EXIT_OK
     limit = timeout or ctx.settings.stop_budget + ctx.settings.stop_grace + 10
-    code = live.stop(local, pid, limit, sleep=ctx.sleep)
+    code = live.LiveAgent(local, pid, ctx.sleep).stop(limit)
     if code is None:
         ctx.out("[ERROR] The agent did not finish its shutdown in time")
         return EXIT_FAILED

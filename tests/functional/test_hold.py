@@ -6,30 +6,17 @@ The lease's clock is injected: expiry moves with the test's clock, renewals run 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from chalicelib.errors import LeaseHeld, LeaseLost, WakefulError
 from chalicelib.hold import LeaseHold
 from chalicelib.lease import FREE, HELD, LeaseTable
+from tests.agent_harness import wait_for
 from tests.conftest import TABLE
 from tests.functional.test_lease import NAME, FakeClock
 
 TTL = 0.6  # renewed every 0.2 s of real time
 OPERATOR = "operator@host:1"
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -47,7 +34,7 @@ def test_a_hold_is_renewed_while_it_lasts_and_released_at_its_end(table, clock):
     with LeaseHold(table, OPERATOR, TTL) as hold:
         assert table.read().state == HELD
         clock.advance(100 * TTL)  # long past the TTL it was taken with
-        wait_for(lambda: table.read().expires_at > clock(), "a renewal")
+        wait_for(lambda: table.read().expires_at > clock(), what="a renewal")
         with pytest.raises(LeaseHeld):
             booting.acquire("task-booting", 30)
         token = hold.token
