@@ -97,4 +97,6 @@ class LeaseHold:
                 self._lost = exc
                 return
             except WakefulError:
-                continue  # unreachable for now: try again; the lease has a TTL's slack
+                # DynamoDB unreachable or throttled: the next beat tries again, and the TTL
+                # leaves room for two more before anyone may take the lease.
+                continue
