@@ -136,6 +136,14 @@ class AgentRun:
     process: subprocess.Popen
     started: float
     lines: list[tuple[float, str]] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every line the agent (and its app) wrote has been read and stamped."""
+        if self.reader is not None:
+            self.reader.join(timeout)
+            if self.reader.is_alive():
+                raise RuntimeError(f"the agent's output did not end within {timeout}s")
 
     def read(self) -> None:
         assert self.process.stdout is not None
@@ -154,6 +162,13 @@ class AgentRun:
             if stamp >= after and message.startswith(prefix):
                 return stamp
         return None
+
+    def need(self, prefix: str, after: float = 0.0) -> float:
+        """``at``, for a line the breakdown cannot do without: missing, it is an error."""
+        stamp = self.at(prefix, after)
+        if stamp is None:
+            raise RuntimeError(f"no log line {prefix!r} from the agent: {tail(self)}")
+        return stamp
 
     def between(self, start: str, end: str) -> list[tuple[float, float]]:
         """Every (start, end) window of log lines, e.g. each sync from begin to success."""
@@ -191,7 +206,8 @@ def start_agent(env: dict[str, str], app_args: list[str]) -> AgentRun:
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     run = AgentRun(process, started)
-    threading.Thread(target=run.read, daemon=True).start()
+    run.reader = threading.Thread(target=run.read, daemon=True)
+    run.reader.start()
     return run
 
 
@@ -210,8 +226,11 @@ def tail(run: AgentRun) -> str:
     return " | ".join(message for _, message in run.lines[-8:])
 
 
-def agent_cycle(endpoint: str, workdir: Path, index: int) -> dict[str, float]:
-    """Boot an agent on the stored database, let its app commit, SIGTERM it; time each phase."""
+def agent_cycle(
+    endpoint: str, workdir: Path, index: int, breakdown: bool = True
+) -> dict[str, float]:
+    """Boot an agent on the stored database, let its app commit, SIGTERM it; time each phase
+    (``breakdown=False``: only the totals, for the first run, which finds no database)."""
     local = workdir / f"agent-{index}" / "db.sqlite3"
     marker = workdir / f"agent-{index}.started"
     run = start_agent(agent_env(endpoint, local, 0), [str(marker), "idle"])
@@ -221,26 +240,31 @@ def agent_cycle(endpoint: str, workdir: Path, index: int) -> dict[str, float]:
     run.process.send_signal(signal.SIGTERM)
     code = run.process.wait(timeout=150)
     exited = time.time()
-    time.sleep(0.05)  # the reader thread drains the last lines
+    # The lines are stamped as they are read: the breakdown waits for the last of them, and a
+    # line it needs that never came is an error, not a silent zero.
+    run.drain()
     if code != 0:
         raise RuntimeError(f"agent exited with {code}: {tail(run)}")
     if lease_state(endpoint) != "FREE":
         raise RuntimeError("agent exited 0 but the lease is not released")
-    checking = run.at("Checking for existing database")
-    downloaded = run.at("Database downloaded successfully")
-    upload_begin = run.at("Uploading database to S3", after=signalled)
-    uploaded = run.at("Database uploaded successfully", after=signalled)
-    released = run.at("Lease released", after=signalled)
+    totals = {"boot": app_started - run.started, "shutdown": exited - signalled}
+    if not breakdown:
+        return totals
+    acquired = run.need("Lease acquired")
+    checking = run.need("Checking for existing database")
+    downloaded = run.need("Database downloaded successfully")
+    upload_begin = run.need("Uploading database to S3", after=signalled)
+    uploaded = run.need("Database uploaded successfully", after=signalled)
+    released = run.need("Lease released", after=signalled)
     return {
-        "boot": app_started - run.started,
-        "boot_until_first_log": (run.at("Lease acquired") or app_started) - run.started,
-        "boot_download_verify": (downloaded or app_started) - (checking or run.started),
-        "boot_app_start": app_started - (downloaded or run.started),
-        "shutdown": exited - signalled,
-        "shutdown_app_stop": (upload_begin or exited) - signalled,
-        "shutdown_snapshot_upload": (uploaded or exited) - (upload_begin or signalled),
-        "shutdown_backup_release": (released or exited) - (uploaded or signalled),
-        "shutdown_exit": exited - (released or exited),
+        **totals,
+        "boot_until_first_log": acquired - run.started,
+        "boot_download_verify": downloaded - checking,
+        "boot_app_start": app_started - downloaded,
+        "shutdown_app_stop": upload_begin - signalled,
+        "shutdown_snapshot_upload": uploaded - upload_begin,
+        "shutdown_backup_release": released - uploaded,
+        "shutdown_exit": exited - released,
     }
 
 
@@ -284,7 +308,7 @@ def step_times(endpoint: str, source: Path, workdir: Path, runs: int) -> dict[st
     """
     os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
     from chalicelib import snapshot
-    from chalicelib.store import DatabaseStore, UploadIntent
+    from chalicelib.store import SINGLE_COPY_LIMIT, DatabaseStore, UploadIntent
 
     store = DatabaseStore(BUCKET, "steps/db.sqlite3", region=REGION)
     s3 = client("s3", endpoint)
@@ -297,6 +321,18 @@ def step_times(endpoint: str, source: Path, workdir: Path, runs: int) -> dict[st
         times.setdefault(name, []).append(time.perf_counter() - begin)
         return result
 
+    # The labels say what the store really does at this size (one conditional PUT below its
+    # multipart threshold, one CopyObject below 5 GiB) and what the other way would cost.
+    size = source.stat().st_size
+    single_put = size < store.multipart_threshold
+    multipart = f"multipart ({store.part_size // MiB} MiB parts, {store.concurrency} threads)"
+    upload_now, upload_other = (
+        ("one conditional PutObject", multipart) if single_put else (multipart, "one PutObject")
+    )
+    single_copy = size < SINGLE_COPY_LIMIT
+    copy_now, copy_other = ("one CopyObject", "managed multipart copy") if single_copy else (
+        "managed multipart copy", "one CopyObject")
+
     etag = None
     for index in range(runs):
         snap = clock("snapshot: backup API copy + quick_check + sha256",
@@ -304,20 +340,24 @@ def step_times(endpoint: str, source: Path, workdir: Path, runs: int) -> dict[st
         clock("  of which sha256", lambda: snapshot.sha256_file(snap_path))
         clock("  of which quick_check", lambda: snapshot.check(snap_path))
         intent = UploadIntent("bench", 1, "shutdown")
-        info = clock("upload: multipart (16 MiB parts, 8 threads)",
+        info = clock(f"upload: {upload_now} (as now)",
                      lambda: store.upload(snap, etag, intent))  # noqa: B023
         etag = info.etag
-        single = DatabaseStore(BUCKET, f"steps/put.{index}", region=REGION,
-                               multipart_threshold=1 << 40)
-        clock("  alternative: one PutObject", lambda: single.upload(snap, None, intent))  # noqa: B023
+        other = DatabaseStore(BUCKET, f"steps/put.{index}", region=REGION,
+                              multipart_threshold=1 if single_put else 1 << 40)
+        clock(f"  alternative: {upload_other}",
+              lambda: other.upload(snap, None, intent))  # noqa: B023
         source_version = {"Bucket": BUCKET, "Key": info.key, "VersionId": info.version_id}
-        clock("backup: managed multipart copy (as now)", lambda: s3.copy(
-            source_version, BUCKET, f"steps/managed.{index}",  # noqa: B023
-            Config=store._transfer_config(),
-            ExtraArgs={"MetadataDirective": "COPY"}))
-        clock("  alternative: one CopyObject", lambda: s3.copy_object(
-            CopySource=source_version, Bucket=BUCKET, Key=f"steps/copy.{index}",  # noqa: B023
-            MetadataDirective="COPY"))
+        copies = {
+            "managed multipart copy": lambda: s3.copy(
+                source_version, BUCKET, f"steps/managed.{index}",  # noqa: B023
+                Config=store._transfer_config(), ExtraArgs={"MetadataDirective": "COPY"}),
+            "one CopyObject": lambda: s3.copy_object(
+                CopySource=source_version, Bucket=BUCKET,  # noqa: B023
+                Key=f"steps/copy.{index}", MetadataDirective="COPY"),  # noqa: B023
+        }
+        clock(f"backup: {copy_now} (as now)", copies[copy_now])
+        clock(f"  alternative: {copy_other}", copies[copy_other])
         clock("boot: download + sha256 + quick_check",
               lambda: store.download_newest_good(fetched))
     return {name: statistics.median(values) for name, values in times.items()}
@@ -337,7 +377,7 @@ def latency_run(
         [str(marker), "commits", str(commits), str(pace), str(latencies_path)],
     )
     code = run.process.wait(timeout=300)
-    time.sleep(0.05)
+    run.drain()
     if code != 0:
         raise RuntimeError(f"latency agent ({name}) exited with {code}: {tail(run)}")
     samples = [
@@ -487,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             first = workdir / "agent-0" / "db.sqlite3"
             first.parent.mkdir()
             first.write_bytes(source.read_bytes())
-            agent_cycle(server.url, workdir, 0)
+            agent_cycle(server.url, workdir, 0, breakdown=False)
 
             agent_runs, seed_runs = [], []
             for index in range(1, args.runs + 1):

@@ -99,14 +99,17 @@ def default_lease_name(bucket: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class DatabaseLocation:
-    """Where the database lives in S3 and which lease guards it."""
+    """Where the database lives in S3 and which lease guards it.
+
+    ``AWS_ENDPOINT_URL`` (and the per-service ``AWS_ENDPOINT_URL_S3`` ...) is boto3's to read:
+    passing it on would override the per-service ones.
+    """
 
     bucket: str
     key: str
     lease_table: str
     lease_name: str
     region: str | None
-    endpoint_url: str | None
     backup_retention: int
 
     @classmethod
@@ -120,7 +123,6 @@ class DatabaseLocation:
             lease_table=_required(env, "WAKEFUL_LEASE_TABLE"),
             lease_name=_get(env, "WAKEFUL_LEASE_NAME") or default_lease_name(bucket, key),
             region=_get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION"),
-            endpoint_url=_get(env, "AWS_ENDPOINT_URL"),
             backup_retention=_integer(env, "WAKEFUL_BACKUP_RETENTION", 30, minimum=1),
         )
 

@@ -9,13 +9,14 @@ from collections.abc import Sequence
 
 from chalicelib import aws
 from chalicelib.errors import ConfigError, WakefulError
+from chalicelib.exits import EXIT_FAILED, EXIT_USAGE
 from chalicelib.lease import LeaseTable
 from chalicelib.ledger import TaskLedger
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import AgentSettings
 from chalicelib.store import DatabaseStore
 from container import commands
-from container.agent import EXIT_CONFIG, Agent, Dependencies
+from container.agent import Agent, Dependencies
 from container.identity import discover
 
 USAGE_EXAMPLES = """\
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = AgentSettings.from_env()
     except ConfigError as exc:
         print(f"wakeful-agent: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     log = logger("wakeful-agent")
     sink = metrics("wakeful-agent")
     location = settings.location
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "run" and not app:
                 print("wakeful-agent: run needs the app's command: run -- CMD...",
                       file=sys.stderr)
-                return EXIT_CONFIG
+                return EXIT_USAGE
             agent = Agent(
                 settings, Dependencies(table, store, identity, log, sink, ledger=ledger)
             )
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _manual(args, ctx)
     except (WakefulError, ValueError) as exc:
         print(f"wakeful-agent: {exc}", file=sys.stderr)
-        return commands.EXIT_FAILED
+        return EXIT_FAILED
 
 
 def _manual(args: argparse.Namespace, ctx: commands.Context) -> int:

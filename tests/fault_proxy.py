@@ -320,10 +320,12 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
                 upstream.request(self.command, self.path, body=body or None, headers=headers)
                 response = upstream.getresponse()
                 payload = response.read()
+                # A HEAD answer has no body: its Content-Length is the object's, kept as is.
                 kept = [
                     (k, v)
                     for k, v in response.getheaders()
-                    if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"
+                    if k.lower() not in HOP_BY_HOP
+                    and (k.lower() != "content-length" or self.command == "HEAD")
                 ]
                 return response.status, kept, payload
             finally:
@@ -333,7 +335,8 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
             self.send_response(status)
             for key, value in headers:
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
+            if not any(key.lower() == "content-length" for key, _ in headers):
+                self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)

@@ -31,6 +31,16 @@ class Answer:
         parts = [str(self.body.get(k)) for k in ("error", "reason", "message") if self.body.get(k)]
         return ": ".join(parts) or f"HTTP {self.status}"
 
+    def failure(self, what: str) -> str:
+        """``wake failed with HTTP 403: ... (check WAKEFUL_API_KEY / --api-key)``."""
+        hint = ""
+        if self.status in (401, 403):
+            hint = " (check WAKEFUL_API_KEY / --api-key)"
+        retry = self.headers.get("Retry-After") or self.headers.get("retry-after")
+        if retry:
+            hint += f"; retry after {retry}s"
+        return f"{what} failed with HTTP {self.status}: {self.reason}{hint}"
+
 
 class ControlPlaneApi:
     def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:

@@ -87,6 +87,20 @@ def expires_in(expires_at: float | None, now: float) -> str:
     return f"in {duration(left)}" if left >= 0 else f"expired {duration(left)} ago"
 
 
+def upload_cell(upload: dict[str, Any] | None, now: float) -> str | None:
+    """``2026-11-28 14:30:00 UTC (3m12s ago), 8.0 KiB, periodic, token 4``."""
+    if not upload:
+        return None
+    token = upload.get("token")
+    parts = [
+        moment(upload.get("at"), now),
+        size(upload.get("size")),
+        upload.get("reason") or "unknown reason",
+        f"token {token}" if token is not None else "no token",
+    ]
+    return ", ".join(str(part) for part in parts)
+
+
 class Spinner:
     """``⠋ waiting for the backend… 3.2s`` redrawn in place; plain lines when not on a TTY."""
 

@@ -69,3 +69,11 @@ class AwsSession:
             if task.get("taskArn") == task_arn:
                 return str(task.get("lastStatus") or "UNKNOWN")
         return None
+
+
+def cluster_of(task_arn: str, configured: str | None) -> str | None:
+    """The configured cluster, else the one a long-format task ARN names (``task/CLUSTER/ID``)."""
+    if configured:
+        return configured
+    parts = task_arn.split(":task/", 1)[-1].split("/")
+    return parts[0] if len(parts) == 2 else None

@@ -38,7 +38,6 @@ from chalicelib.tasks import RESERVATION_ENV, EcsTaskLauncher, register_launcher
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_APP = f"{shlex.quote(sys.executable)} examples/notes/app.py"
 LOCAL_IP = "127.0.0.1"
-SIGKILL_EXIT = 128 + signal.SIGKILL
 
 OUTCOME_MARK = "wakeful-local: event"
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import boto3
 
+from wakeful_local import terraform
+
 ACCOUNT = "123456789012"  # moto's account
 PREFIX = "wakeful-local"  # what infra/ names things for name=wakeful, stage=local
 REGION = "us-east-1"
@@ -65,13 +67,11 @@ def provision(
     say: Callable[[str], None],
 ) -> Names:
     """Create the resources; ``how`` is ``terraform``, ``python`` or ``auto``."""
-    from wakeful_local import terraform
-
     pin_tasks(moto_url)
     if how == "auto":
         how = "terraform" if terraform.available() else "python"
     if how == "terraform":
-        names = terraform.apply(moto_url, workdir / "infra", timings, say)
+        names = apply_infra(moto_url, workdir / "infra", timings, say)
     else:
         names = create(_session(env, moto_url), timings)
         say("resources created from Python (no Terraform CLI or provider mirror here)")
@@ -80,6 +80,56 @@ def provision(
         f"cluster {names.cluster}, task definition {names.task_definition}"
     )
     return names
+
+
+def apply_infra(
+    moto_url: str, workdir: Path, timings: Timings, say: Callable[[str], None]
+) -> Names:
+    """infra/ itself, applied by Terraform to the moto server; the names it gave things."""
+    variables = _terraform_variables(moto_url, timings)
+    out = terraform.apply(moto_url, workdir, REGION, variables, say)
+    _allow_plain_http(moto_url, out["bucket"])
+    return Names(
+        bucket=out["bucket"], key=out["db_key"], table=out["lease_table"],
+        lease_name=out["lease_name"], cluster=out["cluster"],
+        task_definition=out["task_definition"], container="app",
+        subnets=tuple(variables["subnet_ids"]), security_groups=(out["task_security_group"],),
+        app_port=timings.app_port,
+    )
+
+
+def _terraform_variables(moto_url: str, timings: Timings) -> dict[str, Any]:
+    ec2 = _moto_client("ec2", moto_url)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
+    ec2.modify_vpc_attribute(VpcId=vpc["VpcId"], EnableDnsHostnames={"Value": True})
+    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+    return {
+        "stage": "local",
+        "image": "wakeful-local/app:latest",
+        "vpc_id": vpc["VpcId"],
+        "subnet_ids": [s["SubnetId"] for s in subnets["Subnets"]][:2],
+        "app_ingress_cidr_blocks": [vpc["CidrBlock"]],
+        "app_port": timings.app_port,
+        "sync_interval_seconds": int(timings.sync_interval),
+        "lease_ttl_seconds": int(timings.lease_ttl),
+        "idle_timeout_seconds": int(timings.idle_timeout),
+        "enable_api": False,
+        "deletion_protection": False,
+        "bucket_force_destroy": True,
+        "noncurrent_versions_to_keep": 0,
+    }
+
+
+def _allow_plain_http(moto_url: str, bucket: str) -> None:
+    """moto serves plain HTTP, which the bucket's TLS-only policy refuses (moto enforces it)."""
+    _moto_client("s3", moto_url).delete_bucket_policy(Bucket=bucket)
+
+
+def _moto_client(service: str, moto_url: str) -> Any:
+    return boto3.client(
+        service, endpoint_url=moto_url, region_name=REGION,
+        aws_access_key_id="local", aws_secret_access_key="local",
+    )
 
 
 def create(session: Any, timings: Timings) -> Names:

@@ -190,10 +190,11 @@ def still_running(
         done.set()
 
 
-def apply(moto_url: str, workdir: Path, timings: Any, say: Callable[[str], None]) -> Any:
-    """``terraform apply`` of infra/ (stage ``local``) to the moto server; the names it made."""
-    from wakeful_local.resources import REGION, Names
-
+def apply(
+    moto_url: str, workdir: Path, region: str, variables: Mapping[str, Any],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """``terraform apply`` of infra/ (stage ``local``) to the moto server; its outputs."""
     binary, mirror = terraform_binary(), plugin_dir()
     if binary is None or mirror is None:
         raise TerraformError("the Terraform CLI or the provider mirror is missing")
@@ -201,59 +202,13 @@ def apply(moto_url: str, workdir: Path, timings: Any, say: Callable[[str], None]
     say("packaging the control plane (chalice package, stage local)...")
     with still_running(say, "packaging the control plane"):
         package_control_plane(workdir / "control_plane", stage="local")
-    (workdir / "moto_override.tf").write_text(moto_override(moto_url, REGION))
+    (workdir / "moto_override.tf").write_text(moto_override(moto_url, region))
     tf = Terraform(binary, workdir)
     say(f"terraform init (provider mirror {mirror})...")
     with still_running(say, "terraform init"):
         tf.run("init", "-input=false", "-no-color", f"-plugin-dir={mirror}")
-    variables = _variables(tf, moto_url, timings)
-    (workdir / "local.auto.tfvars.json").write_text(json.dumps(variables))
+    (workdir / "local.auto.tfvars.json").write_text(json.dumps(dict(variables)))
     say("terraform apply of infra/ to moto (without the REST API: moto takes OpenAPI 3 only)")
     with still_running(say, "terraform apply"):
         tf.run("apply", "-auto-approve", "-no-color", "-parallelism=20")
-    out = tf.outputs()
-    _allow_plain_http(moto_url, out["bucket"])
-    definition = out["task_definition"]
-    return Names(
-        bucket=out["bucket"], key=out["db_key"], table=out["lease_table"],
-        lease_name=out["lease_name"], cluster=out["cluster"], task_definition=definition,
-        container="app", subnets=tuple(variables["subnet_ids"]),
-        security_groups=(out["task_security_group"],), app_port=timings.app_port,
-    )
-
-
-def _variables(tf: Terraform, moto_url: str, timings: Any) -> dict[str, Any]:
-    import boto3
-
-    ec2 = boto3.client(
-        "ec2", endpoint_url=moto_url, region_name="us-east-1",
-        aws_access_key_id="local", aws_secret_access_key="local",
-    )
-    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
-    ec2.modify_vpc_attribute(VpcId=vpc["VpcId"], EnableDnsHostnames={"Value": True})
-    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
-    return {
-        "stage": "local",
-        "image": "wakeful-local/app:latest",
-        "vpc_id": vpc["VpcId"],
-        "subnet_ids": [s["SubnetId"] for s in subnets["Subnets"]][:2],
-        "app_ingress_cidr_blocks": [vpc["CidrBlock"]],
-        "app_port": timings.app_port,
-        "sync_interval_seconds": int(timings.sync_interval),
-        "lease_ttl_seconds": int(timings.lease_ttl),
-        "idle_timeout_seconds": int(timings.idle_timeout),
-        "enable_api": False,
-        "deletion_protection": False,
-        "bucket_force_destroy": True,
-        "noncurrent_versions_to_keep": 0,
-    }
-
-
-def _allow_plain_http(moto_url: str, bucket: str) -> None:
-    """moto serves plain HTTP, which the bucket's TLS-only policy refuses (moto enforces it)."""
-    import boto3
-
-    boto3.client(
-        "s3", endpoint_url=moto_url, region_name="us-east-1",
-        aws_access_key_id="local", aws_secret_access_key="local",
-    ).delete_bucket_policy(Bucket=bucket)
+    return tf.outputs()

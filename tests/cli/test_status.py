@@ -89,6 +89,21 @@ def test_status_through_the_api(api_env, settings, tmp_path):
     assert direct["task"]["status"] == as_json["task"]["status"] == "RUNNING"
 
 
+def test_the_direct_report_is_the_apis_report(api_env, settings, tmp_path):
+    """One report for every door: read straight from AWS, it says what GET /status says."""
+    task, agent = woken(settings, tmp_path)
+    agent.write()
+    agent.upload("periodic")
+    through_api = json.loads(run(api_env, "status", "--json").out)
+    direct = json.loads(run(api_env, "status", "--json", "--direct").out)
+    assert through_api.pop("source").startswith("API ")
+    assert direct.pop("source").startswith("s3://")
+    # Only the control plane's launcher reports what ECS wants the task to become.
+    assert through_api["task"].pop("desired_status") == "RUNNING"
+    assert direct == through_api
+    assert direct["task"] == {"arn": task["taskArn"], "status": "RUNNING"}
+
+
 def test_status_through_the_api_without_a_key_is_refused_by_it(api_env):
     env = {k: v for k, v in api_env.items() if k != "WAKEFUL_API_KEY"}
     result = run(env, "status")

@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 import pytest
 
+from chalicelib.errors import LeaseHeld
 from chalicelib.lease import FREE, HELD, LeaseTable
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import AgentSettings
@@ -30,6 +31,7 @@ from chalicelib.snapshot import take
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
 from container import commands
 from container.identity import Identity
+from tests import fault_proxy
 from tests.conftest import BUCKET, ROOT, TABLE
 
 KEY = "db.sqlite3"
@@ -352,6 +354,43 @@ def test_restore_is_refused_while_another_holder_has_the_lease(world: World, his
         assert "task-live" in output(result)
     assert world.store.head().etag == history["v2"].etag
     assert world.table.read() == held
+
+
+def test_restore_keeps_the_lease_for_as_long_as_it_runs(world: World, history, moto_server):
+    """A restore slower than its lease TTL still holds the lease: an agent booting meanwhile
+    is refused instead of starting on the database the restore is about to replace."""
+    ttl = 1.0
+    downloads = fault_proxy.service("s3", method="GET")
+    with fault_proxy.fault_proxy(moto_server.url) as proxy:
+        proxy.delay(6 * ttl, lambda r: downloads(r) and not r.is_list and KEY in r.path, count=1)
+        env = {**world.env, "WAKEFUL_LEASE_TTL": f"{ttl:g}", "AWS_ENDPOINT_URL_S3": proxy.url}
+        restore = subprocess.Popen(
+            [sys.executable, "-m", "container", "restore", "--version", history["v1"].version_id],
+            env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            held = wait_for(lambda: _held_by_manual(world.table), 30, "the restore's lease")
+            # Past any TTL the restore could have asked for (the agent's own, or 4x it) while
+            # its download is still held up by the proxy.
+            wait_for(lambda: time.time() > held.acquired_at + 4.5 * ttl, 10 * ttl, "4.5 TTLs")
+            assert restore.poll() is None, "the download is still held up"
+            with pytest.raises(LeaseHeld):
+                world.table.acquire("task-booting", 60)
+            out, _ = restore.communicate(timeout=60)
+        finally:
+            if restore.poll() is None:
+                restore.kill()
+                restore.wait()
+
+    assert restore.returncode == 0, out
+    assert world.current_ids() == [1, 2, 3]
+    assert world.store.head().holder.startswith("manual@")
+    assert world.table.read().state == FREE
+
+
+def _held_by_manual(table: LeaseTable) -> Any:
+    lease = table.read()
+    return lease if lease.state == HELD and str(lease.holder).startswith("manual@") else None
 
 
 # -- verify ---------------------------------------------------------------------------------

@@ -43,7 +43,6 @@ def test_agent_defaults():
         lease_table="leases",
         lease_name="my-db-bucket/db.sqlite3",
         region=None,
-        endpoint_url=None,
         backup_retention=30,
     )
     assert settings.local_path == "/app/db.sqlite3"
@@ -81,7 +80,6 @@ def test_agent_values_are_read():
     assert settings.location.key == "prod/app.sqlite3"
     assert settings.location.lease_name == "app-lease"
     assert settings.location.region == "eu-west-1"
-    assert settings.location.endpoint_url == "http://127.0.0.1:5000"
     assert settings.location.backup_retention == 7
     assert settings.local_path == os.path.abspath("data/db.sqlite3")
     assert settings.sync_interval == 0.0  # only at shutdown
