@@ -179,9 +179,10 @@ class FrontDoor:
         self.log.info("Woke the backend for a request",
                       extra={"status": reply.status, "state": body.get("state"),
                              "method": request.method, "path": request.path})
-        if reply.status >= 500:
-            # The start was refused (RunTask failed) or a dependency is down: holding the
-            # request would only delay the same answer.
+        if not 200 <= reply.status < 300:
+            # The start was refused (RunTask failed), a dependency is down, or the control
+            # plane refused the call: holding the request would only delay the same answer.
+            self.log.error("The wake failed", extra={"status": reply.status, "body": dict(body)})
             self.metrics.emit("FrontDoorWakeFailed")
             retry = _retry_after(reply.headers, RETRY_UNAVAILABLE)
             reason = str(body.get("reason") or body.get("error") or "the backend cannot start")
