@@ -76,6 +76,18 @@ resource "aws_security_group" "task" {
     }
   }
 
+  # The front door Lambda (front_door.tf) forwards the app's public requests to this port.
+  dynamic "ingress" {
+    for_each = var.enable_front_door ? [1] : []
+    content {
+      description     = "App port from the front door Lambda"
+      protocol        = "tcp"
+      from_port       = var.app_port
+      to_port         = var.app_port
+      security_groups = [aws_security_group.front_door[0].id]
+    }
+  }
+
   egress {
     description = "HTTPS to S3, DynamoDB, ECR and CloudWatch Logs (public endpoints or VPC endpoints)"
     protocol    = "tcp"

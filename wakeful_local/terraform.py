@@ -32,6 +32,7 @@ PROVIDER_GLOB = "registry.terraform.io/hashicorp/aws/*/*/terraform-provider-aws*
 # Every service endpoint the configuration touches; all point at the one moto server.
 MOTO_SERVICES = (
     "apigateway",
+    "cloudformation",
     "cloudwatch",
     "cloudwatchlogs",
     "dynamodb",

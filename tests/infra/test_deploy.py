@@ -81,6 +81,10 @@ WILDCARD_RESOURCE_ALLOWED = {
     # ListTasks is authorised against container instances, which Fargate does not have;
     # the ecs:cluster condition is what scopes it, so it must be present.
     "ecs:ListTasks": "ecs:cluster",
+    # The front door runs in the VPC: Lambda describes its network interfaces and subnets,
+    # and EC2's Describe calls accept only "*".
+    "ec2:DescribeNetworkInterfaces": None,
+    "ec2:DescribeSubnets": None,
 }
 
 
@@ -316,6 +320,7 @@ def test_iam_policies_name_no_wildcard_beyond_what_aws_requires(stack: Stack) ->
         "wakeful-dev-execution",
         "wakeful-dev-task",
         "wakeful-dev-control-plane",
+        "wakeful-dev-front-door",
     }
     for role, statements in policies.items():
         for statement in statements:
@@ -348,6 +353,7 @@ def test_iam_policies_name_no_wildcard_beyond_what_aws_requires(stack: Stack) ->
         "wakeful-dev-execution": "ecs-tasks.amazonaws.com",
         "wakeful-dev-task": "ecs-tasks.amazonaws.com",
         "wakeful-dev-control-plane": "lambda.amazonaws.com",
+        "wakeful-dev-front-door": "lambda.amazonaws.com",
     }
 
 
@@ -500,6 +506,114 @@ def test_control_plane_wakes_a_task_on_the_created_cluster(
     ecs.stop_task(cluster=stack.outputs["cluster"], task=tasks[0], reason="test done")
 
 
+# ---------------------------------------------------------------------------
+# The front door
+# ---------------------------------------------------------------------------
+
+
+def test_front_door_is_a_public_url_in_the_tasks_vpc(stack: Stack) -> None:
+    out = stack.outputs
+    lam = stack.client("lambda")
+    name = out["front_door_function"]
+    config = lam.get_function_configuration(FunctionName=name)
+    assert config["Handler"] == "frontdoor.handler.handler"
+    assert config["Timeout"] == 30
+    env = config["Environment"]["Variables"]
+    assert set(env) >= CONTROL_PLANE_VARIABLES  # it wakes with the control plane's code
+    assert env["WAKEFUL_FRONT_DOOR_HOLD"] == "20"
+    assert env["WAKEFUL_FRONT_DOOR_TIMEOUT"] == "30"
+    assert sorted(config["VpcConfig"]["SubnetIds"]) == sorted(stack.subnets)
+    (group,) = config["VpcConfig"]["SecurityGroupIds"]
+    url = lam.get_function_url_config(FunctionName=name)
+    assert url["AuthType"] == "NONE" and url["FunctionUrl"] == out["front_door_url"]
+    statements = json.loads(lam.get_policy(FunctionName=name)["Policy"])["Statement"]
+    actions = {s["Action"]: s for s in statements}
+    assert actions["lambda:InvokeFunctionUrl"]["Principal"] in ("*", {"AWS": "*"})
+    # Direct invocation only through the URL (the CloudFormation-carried permission).
+    assert "lambda:InvokeFunction" in actions
+
+    ec2 = stack.client("ec2")
+    task_group = ec2.describe_security_groups(GroupIds=[out["task_security_group"]])
+    ingress = task_group["SecurityGroups"][0]["IpPermissions"]
+    from_front_door = [
+        p for p in ingress if any(u["GroupId"] == group for u in p.get("UserIdGroupPairs", []))
+    ]
+    assert [(p["FromPort"], p["ToPort"]) for p in from_front_door] == [(8000, 8000)]
+    rules = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group]}]
+    )["SecurityGroupRules"]
+    to_app = [r for r in rules if r.get("ReferencedGroupInfo", {}).get("GroupId")
+              == out["task_security_group"]]
+    assert [(r["IsEgress"], r["FromPort"], r["ToPort"]) for r in to_app] == [(True, 8000, 8000)]
+
+    logs = stack.client("logs").describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}")
+    assert [g["retentionInDays"] for g in logs["logGroups"]] == [30]
+    alarms = {a["AlarmName"]: a for a in stack.client("cloudwatch").describe_alarms(
+        AlarmNamePrefix="wakeful-dev-front-door")["MetricAlarms"]}
+    errors = alarms["wakeful-dev-front-door-errors"]
+    assert errors["MetricName"] == "Errors"
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": name}]
+    assert errors["AlarmActions"] == [out["alarm_topic_arn"]]
+    assert "wakeful-dev-front-door-bugs" in alarms
+
+
+def test_front_door_role_reads_the_lease_and_wakes_and_nothing_more(stack: Stack) -> None:
+    out = stack.outputs
+    grants = _grants(_role_policies(stack)["wakeful-dev-front-door"])
+    table_arn = stack.resources("aws_dynamodb_table")[0]["values"]["arn"]
+    cluster_tasks = {f"arn:aws:ecs:{REGION}:123456789012:task/{out['cluster']}/*"}
+    assert grants["dynamodb:GetItem"] == grants["dynamodb:UpdateItem"] == {table_arn}
+    assert grants["ecs:RunTask"] == {
+        f"arn:aws:ecs:{REGION}:123456789012:task-definition/{out['task_family']}:*"
+    }
+    assert grants["ecs:DescribeTasks"] == grants["ecs:TagResource"] == cluster_tasks
+    assert grants["iam:PassRole"] == {out["task_role_arn"], out["execution_role_arn"]}
+    # No stopping tasks, no S3, no listing: only what a read and a wake need.
+    assert not any(a.startswith(("s3:", "ecs:Stop", "ecs:List", "dynamodb:Put")) for a in grants)
+    assert "logs:CreateLogGroup" not in grants
+    created = grants["ec2:CreateNetworkInterface"]
+    assert {f"arn:aws:ec2:{REGION}:123456789012:subnet/{s}" for s in stack.subnets} <= created
+
+
+def test_front_door_wakes_a_task_on_the_created_cluster(
+    plain_http_allowed: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = plain_http_allowed
+    from chalicelib.lease import RESERVED, LeaseTable
+    from frontdoor import handler
+
+    lam = stack.client("lambda")
+    name = stack.outputs["front_door_function"]
+    env = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+    for key, value in {**env, **stack.aws_env(), "WAKEFUL_FRONT_DOOR_HOLD": "0"}.items():
+        monkeypatch.setenv(key, value)
+    out = stack.outputs
+    table = LeaseTable(out["lease_table"], out["lease_name"])
+    lease = table.read()
+    if lease.state == RESERVED and lease.holder:
+        table.force_release(lease.holder)  # the control plane test's wake, never taken
+    handler.reset()
+    try:
+        event = {"version": "2.0", "rawPath": "/", "rawQueryString": "",
+                 "headers": {"host": "front.example", "accept": "application/json"},
+                 "requestContext": {"http": {"method": "GET", "path": "/",
+                                             "sourceIp": "203.0.113.1"}}}
+        result = handler.handler(event, None)
+    finally:
+        handler.reset()
+    assert result["statusCode"] == 503, result
+    assert json.loads(result["body"])["state"] == "starting"
+    reservation = table.read().holder
+    ecs = stack.client("ecs")
+    tasks = ecs.describe_tasks(
+        cluster=out["cluster"], tasks=ecs.list_tasks(cluster=out["cluster"])["taskArns"]
+    )["tasks"]
+    started = [t for t in tasks if t.get("startedBy") == reservation]
+    assert len(started) == 1
+    assert started[0]["taskDefinitionArn"] == out["task_definition"]
+    ecs.stop_task(cluster=out["cluster"], task=started[0]["taskArn"], reason="test done")
+
+
 def test_plan_with_the_api_creates_stage_key_and_usage_plan(stack: Stack) -> None:
     """The API cannot be applied to moto (Swagger 2), but its wiring can be planned."""
     stack.tf.run(
@@ -550,3 +664,4 @@ def test_destroy_removes_the_stack(stack: Stack) -> None:
     lam = stack.client("lambda")
     left = [f["FunctionName"] for f in lam.list_functions()["Functions"]]
     assert not set(out["control_plane_functions"].values()) & set(left)
+    assert out["front_door_function"] not in left
