@@ -52,12 +52,39 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
+# DynamoDB numbers: at most 38 significant digits, magnitude in [1e-130, 1e126).
+_NUMBER_DIGITS = 38
+_NUMBER_EXPONENTS = (-130, 125)
+
+
 def _to_dynamo(value: Any) -> dict[str, Any]:
-    if isinstance(value, float):
-        value = Decimal(repr(value))
-    elif isinstance(value, dict):
-        return {"M": {k: _to_dynamo(v) for k, v in value.items() if v is not None}}
+    """A DynamoDB attribute value; never raises for plain data (numbers, text, maps, lists).
+
+    A number DynamoDB cannot store (NaN, inf, 1e300, a 40-digit integer) is kept as its text:
+    a record with one odd field must still be written, or the alarm it carries is lost.
+    """
+    if isinstance(value, bool) or value is None:
+        return _serializer.serialize(value)
+    if isinstance(value, int | float | Decimal):
+        return _number(value)
+    if isinstance(value, Mapping):
+        return {"M": {str(k): _to_dynamo(v) for k, v in value.items() if v is not None}}
+    if isinstance(value, list | tuple):
+        return {"L": [_to_dynamo(v) for v in value]}
     return _serializer.serialize(value)
+
+
+def _number(value: int | float | Decimal) -> dict[str, Any]:
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        return {"S": repr(value) if isinstance(value, float) else str(value)}
+    if number.is_zero():
+        return {"N": "0"}
+    digits = len(number.as_tuple().digits)
+    exponent = number.adjusted()
+    if digits > _NUMBER_DIGITS or not _NUMBER_EXPONENTS[0] <= exponent <= _NUMBER_EXPONENTS[1]:
+        return {"S": repr(value) if isinstance(value, float) else str(value)}
+    return {"N": str(number)}
 
 
 def _from_dynamo(value: Any) -> Any:

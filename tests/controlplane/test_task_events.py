@@ -226,3 +226,37 @@ def test_a_holder_that_lost_the_lease_by_expiry_is_still_accounted_unsynced(sett
     assert outcome == "unsynced"
     assert "UnsyncedStop" in later.metrics.names()
     assert lease_table(settings).read().state == "RESERVED"  # the new task's, untouched
+
+
+def test_numbers_out_of_range_are_refused_by_the_handler_not_raised(
+    chalice_client, settings, tmp_path
+):
+    task = woken(chalice_client)
+    AgentDouble(settings, task["taskArn"], tmp_path).acquire(task["startedBy"])
+    before = lease_table(settings).read()
+    crashers = [
+        event("task-stopped-exit-137.json", task, stoppedAt=float("inf")),
+        event("task-stopped-exit-137.json", task, stoppedAt=float("nan")),
+        event("task-stopped-exit-137.json", task, stoppedAt=1e300),
+        event("task-stopped-exit-137.json", task, startedAt=10**400),
+        event("task-stopped-exit-137.json", task, version=10**40),
+        event("task-stopped-exit-137.json", task,
+              containers=[{"name": "app", "exitCode": 10**40}]),
+        {**event("task-stopped-exit-137.json", task), "time": float("inf")},
+    ]
+    for raw in crashers:
+        assert deliver(chalice_client, raw) == "malformed"
+    # Nothing was half-done: the holder is untouched, and a good event is still handled.
+    assert lease_table(settings).read().holder == before.holder
+    assert deliver(chalice_client, event("task-stopped-exit-137.json", task)) == "unsynced"
+
+
+def test_no_value_makes_a_lease_write_raise(settings):
+    table = lease_table(settings)
+    odd = {"nan": float("nan"), "inf": float("inf"), "ninf": float("-inf"), "big": 1e300,
+           "tiny": 1e-300, "huge": 10**40, "neg": -(10**40), "fine": 1.5, "n": 7}
+    lease = table.set_fields({"last_unsynced_stop": {"odd": odd, "list": [float("nan"), 1]}})
+    stored = lease.last_unsynced_stop["odd"]
+    assert stored["fine"] == 1.5 and stored["n"] == 7
+    # What DynamoDB cannot hold as a number is kept as text, so nothing is lost or raised.
+    assert stored["nan"] == "nan" and stored["inf"] == "inf" and stored["huge"] == str(10**40)
