@@ -35,9 +35,11 @@ COND_HOLDER = "#state = :held AND holder = :holder AND #token = :token"
 # "It is still held or reserved by the holder ECS just reported dead."
 COND_HELD_BY = "holder = :holder AND (#state = :held OR #state = :reserved)"
 
-# "It is held by this task, or still reserved for the reservation that started it."
+# "It is held by this task, or still reserved for the reservation that started it, and the
+# task has not been asked to stop" (a stopping app's endpoint must never be handed out again).
 COND_TASK_OWNS = (
-    "(#state = :held AND holder = :task) OR (#state = :reserved AND holder = :reservation)"
+    "((#state = :held AND holder = :task) OR (#state = :reserved AND holder = :reservation))"
+    " AND (attribute_not_exists(stopping) OR stopping <> :task)"
 )
 
 # "It is still this holder's" (whatever the state): only its own endpoint may be cleared.
@@ -359,7 +361,8 @@ class LeaseTable:
     ) -> Lease:
         """Note the task (and where it listens) on the lease it holds or was reserved for.
 
-        ``LeaseLost`` when the lease has moved on (a late event for an old task).
+        ``LeaseLost`` when the lease has moved on (a late event for an old task) or the task
+        is stopping (``clear_endpoint`` named it).
         """
         values: dict[str, Any] = {
             ":held": HELD,

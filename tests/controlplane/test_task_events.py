@@ -260,3 +260,21 @@ def test_no_value_makes_a_lease_write_raise(settings):
     assert stored["fine"] == 1.5 and stored["n"] == 7
     # What DynamoDB cannot hold as a number is kept as text, so nothing is lost or raised.
     assert stored["nan"] == "nan" and stored["inf"] == "inf" and stored["huge"] == str(10**40)
+
+
+def test_a_running_event_after_sleep_does_not_publish_the_stopping_apps_endpoint(
+    chalice_client, settings, tmp_path
+):
+    task = woken(chalice_client)
+    AgentDouble(settings, task["taskArn"], tmp_path).acquire(task["startedBy"])
+    assert deliver(chalice_client, event("task-running.json", task)) == "running"
+    assert json.loads(chalice_client.http.post("/wake", headers=KEY).body)["state"] == "running"
+    assert chalice_client.http.post("/sleep", headers=KEY).status_code == 202
+    # ECS reports the stop request as a newer RUNNING event (desiredStatus STOPPED) while the
+    # agent uploads; it must not hand the endpoint out again.
+    stopping = event("task-running.json", task, version=5, desiredStatus="STOPPED")
+    deliver(chalice_client, stopping)
+    lease = lease_table(settings).read()
+    assert lease.endpoint is None and lease.endpoint_task is None
+    wake = chalice_client.http.post("/wake", headers=KEY)
+    assert wake.status_code == 202 and json.loads(wake.body)["state"] == "starting"
