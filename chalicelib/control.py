@@ -365,37 +365,74 @@ class ControlPlane:
         return self.account(task)
 
     def account(self, task: TaskState, check_order: bool = True) -> str:
-        """Apply one observed task state; duplicates and late versions are dropped."""
+        """Apply one observed task state; duplicates and late versions are dropped.
+
+        A stop is accounted exactly once, whoever sees it first (its event, a duplicate of
+        it, the reconciler): the ledger's stop claim decides.
+        """
         try:
             entry = self.ledger.entry(task.task_arn)
-            if check_order and decisions.is_stale(task, entry.version):
-                self.log.info(
-                    "Dropped a duplicate or out-of-order task event",
-                    extra={"task_arn": task.task_arn, "version": task.version,
-                           "status": task.last_status},
-                )
-                return "stale"
-            lease = self.lease.read()
-            upload = self.store.head() if task.last_status == STOPPED else None
-            held = entry.held_token is not None
-            port = self.settings.app_port
-            action = decisions.decide(task, lease, upload, self.clock(), port, held)
-            if isinstance(action, UnsyncedStop | NeverHeld):
-                # A later holder's uploads may hide this task's final one: look further back.
-                proof = self._shutdown_version_of(task.task_arn)
-                if proof is not None:
-                    action = decisions.decide(task, lease, proof, self.clock(), port, held)
-            outcome = self._execute(action, task)
+            if entry.stop_outcome is not None or (
+                check_order and decisions.is_stale(task, entry.version)
+            ):
+                return self._stale(task)
+            if task.last_status == STOPPED:
+                return self._account_stop(task, entry.held)
+            outcome = self._decide_and_execute(task, held=entry.held)
+            # Not a stop: what was done (noting a task, an endpoint) is idempotent, so a
+            # concurrent duplicate that recorded a newer version first changes nothing.
             self.ledger.record(task.task_arn, task.version, task.last_status, outcome)
         except WakefulError as exc:
-            if exc.retryable:
-                raise
-            self.log.error(
-                "Could not account for a task event",
-                extra={"task_arn": task.task_arn, "error": str(exc)},
-            )
-            return "error"
+            return self._account_failed(task, exc)
         return outcome
+
+    def _account_stop(self, task: TaskState, held: bool) -> str:
+        claimed_at = self.ledger.claim_stop(task.task_arn)
+        if claimed_at is None:
+            return self._stale(task)
+        try:
+            outcome = self._decide_and_execute(task, held=held)
+        except WakefulError:
+            # Let the next attempt (Lambda's retry, the reconciler) account it.
+            try:
+                self.ledger.release_stop(task.task_arn, claimed_at)
+            except WakefulError as exc:
+                self.log.warning("Could not give up the stop claim; it goes stale",
+                                 extra={"task_arn": task.task_arn, "error": str(exc)})
+            raise
+        if not self.ledger.record_stop(task.task_arn, task.version, outcome, claimed_at):
+            self.log.warning("The stop claim was taken over before its outcome was recorded",
+                             extra={"task_arn": task.task_arn, "outcome": outcome})
+        return outcome
+
+    def _decide_and_execute(self, task: TaskState, held: bool) -> str:
+        lease = self.lease.read()
+        upload = self.store.head() if task.last_status == STOPPED else None
+        port = self.settings.app_port
+        action = decisions.decide(task, lease, upload, self.clock(), port, held)
+        if isinstance(action, UnsyncedStop | NeverHeld):
+            # A later holder's uploads may hide this task's final one: look further back.
+            proof = self._shutdown_version_of(task.task_arn)
+            if proof is not None:
+                action = decisions.decide(task, lease, proof, self.clock(), port, held)
+        return self._execute(action, task)
+
+    def _stale(self, task: TaskState) -> str:
+        self.log.info(
+            "Dropped a duplicate or out-of-order task event",
+            extra={"task_arn": task.task_arn, "version": task.version,
+                   "status": task.last_status},
+        )
+        return "stale"
+
+    def _account_failed(self, task: TaskState, exc: WakefulError) -> str:
+        if exc.retryable:
+            raise exc
+        self.log.error(
+            "Could not account for a task event",
+            extra={"task_arn": task.task_arn, "error": str(exc)},
+        )
+        return "error"
 
     def _shutdown_version_of(self, task_arn: str) -> ObjectInfo | None:
         """This task's final upload among the newest versions, if it is there."""
