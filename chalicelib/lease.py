@@ -300,7 +300,11 @@ class LeaseTable:
     # -- the control plane's operations ----------------------------------------------------
 
     def reserve(self, reservation_id: str, timeout: float) -> Lease:
-        """Reserve a free lease for a task about to be started; ``LeaseHeld`` if not free."""
+        """Reserve a free lease for a task about to be started; ``LeaseHeld`` if not free.
+
+        Idempotent: a reservation id is new for each wake, so finding the lease reserved for
+        exactly this id means an earlier attempt of this call made it.
+        """
         now = self._clock()
         values = {
             ":free": FREE,
@@ -319,6 +323,10 @@ class LeaseTable:
             )
         except _ConditionFailed as failed:
             current = failed.lease or self.read()
+            if current.state == RESERVED and current.holder == reservation_id:
+                # Our own first attempt landed and only its answer was lost (the SDK retried):
+                # the reservation is ours, and its task must be started.
+                return current
             raise LeaseHeld(
                 self.name, current.holder, current.state, current.expires_at
             ) from failed.__cause__

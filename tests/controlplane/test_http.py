@@ -248,3 +248,32 @@ def test_deeply_nested_json_is_a_400(chalice_client):
             assert response.status_code == 400, path
             assert "JSON object" in json.loads(response.body)["message"]
     assert ecs_tasks() == []
+
+
+def test_a_reserve_whose_answer_was_lost_still_starts_the_task(control_env, settings, tmp_path):
+    from tests.fault_proxy import Request, fault_proxy, service
+
+    updates = service("dynamodb", "UpdateItem")
+    seen: list[Request] = []
+
+    def second_update(request: Request) -> bool:
+        # The wake's keepalive is the first UpdateItem, the reservation the second.
+        if updates(request):
+            seen.append(request)
+            return len(seen) == 2
+        return False
+
+    with fault_proxy(control_env["AWS_ENDPOINT_URL"]) as proxy:
+        proxy.lose_answer(second_update, count=1)
+        env = {**control_env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.url}
+        with chalice_client_for(env, tmp_path) as client:
+            response = post(client, "/wake")
+    # The reservation landed, its answer was lost, and the SDK's retry was refused by the
+    # reservation it had itself made: that is ours, and the task must be started.
+        sent = [r for r in proxy.requests if updates(r)]
+    assert len(sent) == 3, "the reservation was not retried"  # keepalive, reserve, its retry
+    assert response.status_code == 202, response.body
+    body = json.loads(response.body)
+    [task] = ecs_tasks()
+    assert task["startedBy"] == body["reservation_id"] == lease_table(settings).read().holder
+    assert body["task_arn"] == task["taskArn"]
