@@ -17,6 +17,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from chalicelib import aws
 from chalicelib.errors import LeaseHeld, LeaseLost, LeaseUnavailable
+from chalicelib.ledger import KEEP_SECONDS, ledger_key
 
 FREE = "FREE"
 RESERVED = "RESERVED"
@@ -206,6 +207,11 @@ class LeaseTable:
     ) -> Lease:
         """Take the lease for ``holder``; the fencing token goes up by one.
 
+        With a ``task_arn``, the same transaction marks the task a holder in the task ledger,
+        where the next holder cannot erase it: a task that ran the app is never accounted as
+        "never held", whatever fails after the acquire. Taking over from a holder whose time
+        ran out names it ``last_holder``, as its release would have.
+
         Raises ``LeaseHeld`` when someone else is live on it.
         """
         now = self._clock()
@@ -241,8 +247,12 @@ class LeaseTable:
                 [] if task_arn else ["task_arn"]
             )
             expression += " REMOVE " + ", ".join(removed)
+        prior = self.read()
+        if prior.state == HELD and prior.holder and prior.holder != holder:
+            expression = expression.replace("SET ", "SET last_holder = :prior, ", 1)
+            values[":prior"] = prior.holder
         try:
-            return self._update(expression, COND_ACQUIRABLE, values)
+            return self._acquire_write(expression, values, task_arn)
         except _ConditionFailed as failed:
             current = failed.lease or self.read()
             if current.state == HELD and current.holder == holder:
@@ -251,6 +261,44 @@ class LeaseTable:
             raise LeaseHeld(
                 self.name, current.holder, current.state, current.expires_at
             ) from failed.__cause__
+
+    def _acquire_write(
+        self, expression: str, values: dict[str, Any], task_arn: str | None
+    ) -> Lease:
+        """The acquire's update, in one transaction with the task's ledger mark if a task."""
+        if not task_arn:
+            return self._update(expression, COND_ACQUIRABLE, values)
+        mark = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": ledger_key(self.name, task_arn)}},
+            "UpdateExpression": "SET task_arn = :task, held_at = :now, purge_at = :purge",
+            "ExpressionAttributeValues": {
+                ":task": _to_dynamo(task_arn),
+                ":now": _to_dynamo(values[":now"]),
+                ":purge": _to_dynamo(int(values[":now"] + KEEP_SECONDS)),
+            },
+        }
+        request = self._request(expression, COND_ACQUIRABLE, values)
+        request.pop("ReturnValues")
+        try:
+            self._client.transact_write_items(
+                TransactItems=[{"Update": request}, {"Update": mark}]
+            )
+        except aws.ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or [{}]
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                item = reasons[0].get("Item")
+                raise _ConditionFailed(Lease.from_item(self.name, item) if item else None) from exc
+            error = self._unavailable("acquire", exc)
+            # Another transaction on one of the items at the same moment: try again.
+            error.retryable = error.retryable or any(
+                r.get("Code") == "TransactionConflict" for r in reasons
+            )
+            raise error from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise self._unavailable("acquire", exc) from exc
+        # A transaction returns no item; nobody can move a lease just taken, so read it.
+        return self.read()
 
     def renew(self, holder: str, token: int, ttl: float) -> Lease:
         """Extend the lease; ``LeaseLost`` if it is no longer ours."""
@@ -452,6 +500,27 @@ class LeaseTable:
         values: Mapping[str, Any],
         names: bool = True,
     ) -> Lease:
+        kwargs = self._request(expression, condition, values, names)
+        try:
+            response = self._client.update_item(**kwargs)
+        except aws.ClientError as exc:
+            if aws.error_code(exc) == "ConditionalCheckFailedException":
+                item = exc.response.get("Item")
+                lease = Lease.from_item(self.name, item) if item else None
+                raise _ConditionFailed(lease) from exc
+            raise self._unavailable("update", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise self._unavailable("update", exc) from exc
+        return Lease.from_item(self.name, response.get("Attributes"))
+
+    def _request(
+        self,
+        expression: str,
+        condition: str | None,
+        values: Mapping[str, Any],
+        names: bool = True,
+    ) -> dict[str, Any]:
+        """The UpdateItem request for the lease item: only the values and names it uses."""
         used_values = {
             k: _to_dynamo(v) for k, v in values.items() if _mentions(k, expression, condition)
         }
@@ -469,17 +538,7 @@ class LeaseTable:
         if condition:
             kwargs["ConditionExpression"] = condition
             kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        try:
-            response = self._client.update_item(**kwargs)
-        except aws.ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
-                item = exc.response.get("Item")
-                lease = Lease.from_item(self.name, item) if item else None
-                raise _ConditionFailed(lease) from exc
-            raise self._unavailable("update", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
-            raise self._unavailable("update", exc) from exc
-        return Lease.from_item(self.name, response.get("Attributes"))
+        return kwargs
 
     def _unavailable(self, what: str, exc: BaseException) -> LeaseUnavailable:
         error = LeaseUnavailable(f"lease {what} on table {self.table!r} failed: {exc}")

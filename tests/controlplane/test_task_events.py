@@ -278,3 +278,37 @@ def test_a_running_event_after_sleep_does_not_publish_the_stopping_apps_endpoint
     assert lease.endpoint is None and lease.endpoint_task is None
     wake = chalice_client.http.post("/wake", headers=KEY)
     assert wake.status_code == 202 and json.loads(wake.body)["state"] == "starting"
+
+
+def test_a_takeover_names_the_expired_holder_and_every_acquire_marks_its_task(
+    settings, tmp_path
+):
+    import time as clock_module
+
+    from chalicelib.lease import LeaseTable
+    from chalicelib.ledger import TaskLedger
+    from tests.controlplane.conftest import Clock
+
+    plane = build_plane(settings)
+    first = plane.wake()
+    [task] = ecs_tasks()
+    location = settings.location
+    clock = Clock(clock_module.time())
+    table = LeaseTable(location.lease_table, location.lease_name, clock=clock)
+    # The task's agent acquires and runs the app; nothing else is written for it (its own
+    # mark in the ledger failed, it never got to upload).
+    arn = first.body["task_arn"]
+    table.acquire(arn, ttl=30, reservation_id=first.body["reservation_id"], task_arn=arn)
+    assert TaskLedger(location.lease_table, location.lease_name).entry(arn).held
+    # It stalls past its lease; another task takes over, and later gives the lease back.
+    clock.now += 3600
+    other = "arn:aws:ecs:us-east-1:123456789012:task/wakeful-test/successor"
+    taken = table.acquire(other, ttl=30, task_arn=other)
+    assert taken.last_holder == arn and table.read().last_holder == arn
+    table.release(other, taken.token)
+
+    outcome = plane.handle_event(event("task-stopped-exit-137.json", task))
+
+    assert outcome == "unsynced"
+    assert "UnsyncedStop" in plane.metrics.names()
+    assert lease_table(settings).read().last_unsynced_stop["task_arn"] == arn
