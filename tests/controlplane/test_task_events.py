@@ -312,3 +312,12 @@ def test_a_takeover_names_the_expired_holder_and_every_acquire_marks_its_task(
     assert outcome == "unsynced"
     assert "UnsyncedStop" in plane.metrics.names()
     assert lease_table(settings).read().last_unsynced_stop["task_arn"] == arn
+
+
+def test_events_are_handled_without_an_api_key_configured(control_env, tmp_path):
+    from tests.controlplane.conftest import chalice_client_for
+
+    env = {k: v for k, v in control_env.items() if k != "WAKEFUL_API_KEY_SHA256"}
+    with chalice_client_for(env, tmp_path) as client:
+        # The key guards the HTTP routes only; the event handler must not drop events for it.
+        assert deliver(client, event("task-running.json")) == "other"
