@@ -39,6 +39,7 @@ MOTO_SERVICES = (
     "lambda",
     "s3",
     "sns",
+    "sqs",
     "sts",
 )
 
