@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m wakeful_local demo
 
+# `make up APP="sh examples/django/start.sh"` runs your own app command in each task.
 up: setup
-	$(PY) -m wakeful_local up
+	$(PY) -m wakeful_local up $(if $(APP),--app='$(APP)')
 
 lint: setup
 	$(PY) -m ruff check .

@@ -2,34 +2,65 @@
 
 from __future__ import annotations
 
-import signal
 import sys
+from pathlib import Path
 
 from wakeful_local import demo
 from wakeful_local.resources import Timings
+from wakeful_local.signals import Interrupted, StopSignals
 from wakeful_local.stack import API_KEY, LocalStack, StackError
 
-USAGE = """usage: python -m wakeful_local demo [--resources=auto|terraform|python]
-       python -m wakeful_local up   [--resources=auto|terraform|python]
+USAGE = """usage: python -m wakeful_local demo [--resources=python|terraform|auto] [--app=COMMAND]
+       python -m wakeful_local up   [--resources=python|terraform|auto] [--app=COMMAND]
+                                    [--workdir=PATH]
 
 demo  runs the whole wake → run → sync → stop → wake story and exits 0 when every step held
-up    keeps the stack up for exploring with curl and the CLI until Ctrl-C"""
+up    keeps the stack up for exploring with curl and the CLI until Ctrl-C; --app runs your
+      own app command in each task (default: the notes example), e.g.
+      --app='sh examples/django/start.sh'
+
+--resources=python (the default) creates the resources from Python in seconds; terraform
+applies infra/ to the moto server (about 70 s; needs the Terraform CLI and a provider mirror);
+auto picks terraform when it can. Work folders are removed after a clean run and kept (their
+path printed) after a failure or when --workdir names one."""
 
 
 def up(args: list[str]) -> int:
-    provisioner = next(
-        (a.split("=", 1)[1] for a in args if a.startswith("--resources=")), "auto"
+    options = _options(args)
+    stack = LocalStack(
+        workdir=Path(options["workdir"]) if "workdir" in options else None,
+        provisioner=options.get("resources", "python"),
+        timings=Timings(idle_timeout=300),
+        app_command=options.get("app") or None,
     )
-    stack = LocalStack(provisioner=provisioner, timings=Timings(idle_timeout=300))
-    try:
-        stack.start()
-    except (StackError, OSError) as exc:
-        print(f"wakeful-local: {exc}", file=sys.stderr)
-        stack.stop()
+    with StopSignals() as signals:
+        try:
+            stack.start()
+        except (StackError, OSError, Interrupted) as exc:
+            with signals.ignored():
+                print(f"wakeful-local: {exc}; stopping what was started", file=sys.stderr)
+                stack.stop()
+            print(f"wakeful-local: logs kept in {stack.workdir}", file=sys.stderr)
+            return 130 if isinstance(exc, Interrupted) else 1
+        print(_exports(stack), flush=True)
+        signals.wait()
+        with signals.ignored():
+            print("stopping: the backend uploads and sleeps...", flush=True)
+            stack.stop()
+            problem = stack.last_task_problem()
+    if problem:
+        print(f"stopped, but {problem}; logs kept in {stack.workdir}", flush=True)
         return 1
+    if "workdir" not in options:
+        stack.remove()
+    print("stopped: the backend uploaded its database and slept", flush=True)
+    return 0
+
+
+def _exports(stack: LocalStack) -> str:
     names = stack.names
     assert names is not None
-    print(f"""
+    return f"""
 The stack is up. In another shell:
 
   export AWS_ENDPOINT_URL={stack.moto.url if stack.moto else ''} AWS_ACCESS_KEY_ID=local \\
@@ -42,21 +73,18 @@ The stack is up. In another shell:
   curl -X POST -H 'x-api-key: {API_KEY}' $WAKEFUL_API_URL/wake
   wakeful wake --wait && wakeful status
 
-Ctrl-C puts the backend to sleep (it uploads) and stops everything.""", flush=True)
-    stopping = False
+Ctrl-C puts the backend to sleep (it uploads) and stops everything.
+Work folder (logs, each task's disk): {stack.workdir}"""
 
-    def interrupt(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-    while not stopping:
-        signal.pause()
-    print("stopping: the backend uploads and sleeps...", flush=True)
-    stack.stop()
-    print("stopped", flush=True)
-    return 0
+def _options(args: list[str]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for arg in args:
+        name, sep, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not sep or name not in ("resources", "workdir", "app"):
+            raise SystemExit(f"up: unknown option {arg!r}\n{USAGE}")
+        options[name] = value
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wakeful_local.resources import Timings
+from wakeful_local.signals import Interrupted, StopSignals
 from wakeful_local.stack import LocalStack, StackError, http
 
 DEMO_TIMINGS = Timings(sync_interval=1.0, lease_ttl=6.0, idle_timeout=4.0)
@@ -159,7 +160,7 @@ class Demo:
 
 
 def _options(args: list[str]) -> dict[str, str]:
-    """``--resources=auto|terraform|python``, ``--workdir=PATH``, ``--app=COMMAND``."""
+    """``--resources=python|terraform|auto``, ``--workdir=PATH``, ``--app=COMMAND``."""
     options = {}
     for arg in args:
         name, sep, value = arg.removeprefix("--").partition("=")
@@ -174,24 +175,32 @@ def main(argv: list[str] | None = None) -> int:
     timeline = Timeline()
     stack = LocalStack(
         workdir=Path(options["workdir"]) if options.get("workdir") else None,
-        provisioner=options.get("resources", "auto"),
+        provisioner=options.get("resources", "python"),
         timings=DEMO_TIMINGS,
         say=lambda line: timeline.say("setup", line),
         app_command=options.get("app"),
     )
     code = 0
-    try:
-        stack.start()
-        Demo(stack, timeline).run()
-        timeline.say("done", "every step held")
-    except StepFailed as exc:
-        timeline.say("FAILED", str(exc))
-        code = 1
-    except (StackError, OSError) as exc:
-        timeline.say("FAILED", f"stack: {exc}")
-        code = 1
-    finally:
-        stack.stop()
+    with StopSignals() as signals:
+        try:
+            stack.start()
+            Demo(stack, timeline).run()
+            timeline.say("done", "every step held")
+        except StepFailed as exc:
+            timeline.say("FAILED", str(exc))
+            code = 1
+        except (StackError, OSError) as exc:
+            timeline.say("FAILED", f"stack: {exc}")
+            code = 1
+        except Interrupted as exc:
+            timeline.say("FAILED", str(exc))
+            code = 130
+        finally:
+            with signals.ignored():
+                stack.stop()
+    if code == 0 and not options.get("workdir"):
+        stack.remove()
+        return code
     record = Path(stack.workdir) / "timeline.json"
     record.write_text(json.dumps({"exit": code, "steps": timeline.steps}, indent=2))
     print(f"timeline written to {record}; logs in {stack.workdir}")

@@ -191,6 +191,11 @@ class LocalTaskLauncher(EcsTaskLauncher):
                 "NOTES_HOST": LOCAL_IP,
                 "PYTHONPATH": str(ROOT),
                 "PYTHONUNBUFFERED": "1",
+                # As in an image whose Python environment is on PATH: an app command such as
+                # `sh start.sh` finds the same python, gunicorn and manage.py's Django.
+                "PATH": os.pathsep.join(
+                    [str(Path(sys.executable).parent), env.get("PATH", os.defpath)]
+                ),
             }
         )
         return env

@@ -34,6 +34,9 @@ class MotoServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "MOTO_CALL_RESET_API": "true"},
+            # Its own session: a terminal's Ctrl-C reaches the whole foreground process group,
+            # and AWS must stay up while the backend uploads on the way down.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

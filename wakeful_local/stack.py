@@ -156,6 +156,26 @@ class LocalStack:
     def remove(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def last_task_problem(self) -> str | None:
+        """What went wrong with the newest task's stop, if anything: a non-zero exit, a
+        conflict copy, or an agent still alive."""
+        states = sorted(
+            (self.workdir / "tasks").glob("*/app/db.sqlite3.wakeful.json"),
+            key=lambda path: path.stat().st_mtime,
+        )
+        if not states:
+            return None
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(states[-1].read_text())
+            conflicts = sorted(states[-1].parent.glob("db.sqlite3.conflict.*"))
+            if conflicts:
+                return f"the backend lost its lease and kept its database aside at {conflicts[0]}"
+            if data.get("state") != "exited":
+                return f"the backend (pid {data.get('pid')}) did not finish its stop"
+            if data.get("exit_code") not in (0, None):
+                return f"the backend exited with {data['exit_code']}"
+        return None
+
     # -- talking to it ---------------------------------------------------------------------
 
     def api(self, method: str, path: str, body: Any = None) -> Answer:

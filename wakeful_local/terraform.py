@@ -3,12 +3,15 @@ mirror, and a provider override that sends every AWS call to a moto server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +106,8 @@ class Terraform:
             text=True,
             timeout=timeout,
             check=False,
+            # Out of the terminal's process group: a Ctrl-C is ours to handle (run() kills it).
+            start_new_session=True,
         )
         if check and result.returncode != 0:
             raise TerraformError(
@@ -166,6 +171,26 @@ def available() -> bool:
     return terraform_binary() is not None and plugin_dir() is not None
 
 
+@contextlib.contextmanager
+def still_running(
+    say: Callable[[str], None], what: str, every: float = 10.0
+) -> Iterator[None]:
+    """A progress line every ``every`` seconds while a long step runs, so a terminal is never
+    silent for a minute."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def tick() -> None:
+        while not done.wait(every):
+            say(f"{what}: still running ({time.monotonic() - started:.0f} s)")
+
+    threading.Thread(target=tick, name="progress", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
 def apply(moto_url: str, workdir: Path, timings: Any, say: Callable[[str], None]) -> Any:
     """``terraform apply`` of infra/ (stage ``local``) to the moto server; the names it made."""
     from wakeful_local.resources import REGION, Names
@@ -175,15 +200,18 @@ def apply(moto_url: str, workdir: Path, timings: Any, say: Callable[[str], None]
         raise TerraformError("the Terraform CLI or the provider mirror is missing")
     copy_infra(workdir)
     say("packaging the control plane (chalice package, stage local)...")
-    package_control_plane(workdir / "control_plane", stage="local")
+    with still_running(say, "packaging the control plane"):
+        package_control_plane(workdir / "control_plane", stage="local")
     (workdir / "moto_override.tf").write_text(moto_override(moto_url, REGION))
     tf = Terraform(binary, workdir)
     say(f"terraform init (provider mirror {mirror})...")
-    tf.run("init", "-input=false", "-no-color", f"-plugin-dir={mirror}")
+    with still_running(say, "terraform init"):
+        tf.run("init", "-input=false", "-no-color", f"-plugin-dir={mirror}")
     variables = _variables(tf, moto_url, timings)
     (workdir / "local.auto.tfvars.json").write_text(json.dumps(variables))
     say("terraform apply of infra/ to moto (without the REST API: moto takes OpenAPI 3 only)")
-    tf.run("apply", "-auto-approve", "-no-color", "-parallelism=20")
+    with still_running(say, "terraform apply"):
+        tf.run("apply", "-auto-approve", "-no-color", "-parallelism=20")
     out = tf.outputs()
     _allow_plain_http(moto_url, out["bucket"])
     definition = out["task_definition"]
