@@ -77,7 +77,11 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 
 def _serve(method: str, with_body: bool = False) -> Response:
     request = app.current_request
-    if auth.missing_api_key(request.headers):
+    try:
+        allowed = auth.allows(request.headers)
+    except ConfigError as exc:
+        return _config_error(exc)
+    if not allowed:
         return _json(403, {"message": "Forbidden"})
     problem = _body_problem() if with_body else None
     if problem:
@@ -96,7 +100,8 @@ def _body_problem() -> str | None:
         return None
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack ("[[[[..."), not a crash.
         return "the body must be empty or a JSON object"
     if not isinstance(body, dict):
         return "the body must be empty or a JSON object"

@@ -35,7 +35,7 @@ from chalicelib.errors import (
     WakefulError,
 )
 from chalicelib.events import STOPPED, MalformedEvent, TaskState, family_of, parse_event
-from chalicelib.lease import HELD, RESERVED, Lease, LeaseTable
+from chalicelib.lease import COND_EXISTS, HELD, RESERVED, Lease, LeaseTable
 from chalicelib.ledger import TaskLedger
 from chalicelib.settings import ControlPlaneSettings
 from chalicelib.store import DatabaseStore, ObjectInfo
@@ -365,37 +365,74 @@ class ControlPlane:
         return self.account(task)
 
     def account(self, task: TaskState, check_order: bool = True) -> str:
-        """Apply one observed task state; duplicates and late versions are dropped."""
+        """Apply one observed task state; duplicates and late versions are dropped.
+
+        A stop is accounted exactly once, whoever sees it first (its event, a duplicate of
+        it, the reconciler): the ledger's stop claim decides.
+        """
         try:
             entry = self.ledger.entry(task.task_arn)
-            if check_order and decisions.is_stale(task, entry.version):
-                self.log.info(
-                    "Dropped a duplicate or out-of-order task event",
-                    extra={"task_arn": task.task_arn, "version": task.version,
-                           "status": task.last_status},
-                )
-                return "stale"
-            lease = self.lease.read()
-            upload = self.store.head() if task.last_status == STOPPED else None
-            held = entry.held_token is not None
-            port = self.settings.app_port
-            action = decisions.decide(task, lease, upload, self.clock(), port, held)
-            if isinstance(action, UnsyncedStop | NeverHeld):
-                # A later holder's uploads may hide this task's final one: look further back.
-                proof = self._shutdown_version_of(task.task_arn)
-                if proof is not None:
-                    action = decisions.decide(task, lease, proof, self.clock(), port, held)
-            outcome = self._execute(action, task)
+            if entry.stop_outcome is not None or (
+                check_order and decisions.is_stale(task, entry.version)
+            ):
+                return self._stale(task)
+            if task.last_status == STOPPED:
+                return self._account_stop(task, entry.held)
+            outcome = self._decide_and_execute(task, held=entry.held)
+            # Not a stop: what was done (noting a task, an endpoint) is idempotent, so a
+            # concurrent duplicate that recorded a newer version first changes nothing.
             self.ledger.record(task.task_arn, task.version, task.last_status, outcome)
         except WakefulError as exc:
-            if exc.retryable:
-                raise
-            self.log.error(
-                "Could not account for a task event",
-                extra={"task_arn": task.task_arn, "error": str(exc)},
-            )
-            return "error"
+            return self._account_failed(task, exc)
         return outcome
+
+    def _account_stop(self, task: TaskState, held: bool) -> str:
+        claimed_at = self.ledger.claim_stop(task.task_arn)
+        if claimed_at is None:
+            return self._stale(task)
+        try:
+            outcome = self._decide_and_execute(task, held=held)
+        except WakefulError:
+            # Let the next attempt (Lambda's retry, the reconciler) account it.
+            try:
+                self.ledger.release_stop(task.task_arn, claimed_at)
+            except WakefulError as exc:
+                self.log.warning("Could not give up the stop claim; it goes stale",
+                                 extra={"task_arn": task.task_arn, "error": str(exc)})
+            raise
+        if not self.ledger.record_stop(task.task_arn, task.version, outcome, claimed_at):
+            self.log.warning("The stop claim was taken over before its outcome was recorded",
+                             extra={"task_arn": task.task_arn, "outcome": outcome})
+        return outcome
+
+    def _decide_and_execute(self, task: TaskState, held: bool) -> str:
+        lease = self.lease.read()
+        upload = self.store.head() if task.last_status == STOPPED else None
+        port = self.settings.app_port
+        action = decisions.decide(task, lease, upload, self.clock(), port, held)
+        if isinstance(action, UnsyncedStop | NeverHeld):
+            # A later holder's uploads may hide this task's final one: look further back.
+            proof = self._shutdown_version_of(task.task_arn)
+            if proof is not None:
+                action = decisions.decide(task, lease, proof, self.clock(), port, held)
+        return self._execute(action, task)
+
+    def _stale(self, task: TaskState) -> str:
+        self.log.info(
+            "Dropped a duplicate or out-of-order task event",
+            extra={"task_arn": task.task_arn, "version": task.version,
+                   "status": task.last_status},
+        )
+        return "stale"
+
+    def _account_failed(self, task: TaskState, exc: WakefulError) -> str:
+        if exc.retryable:
+            raise exc
+        self.log.error(
+            "Could not account for a task event",
+            extra={"task_arn": task.task_arn, "error": str(exc)},
+        )
+        return "error"
 
     def _shutdown_version_of(self, task_arn: str) -> ObjectInfo | None:
         """This task's final upload among the newest versions, if it is there."""
@@ -467,27 +504,55 @@ class ControlPlane:
     # -- schedule --------------------------------------------------------------------------
 
     def reconcile(self) -> list[str]:
-        """Enforce the lease rules against what ECS runs. Asleep: one read, no ECS calls."""
+        """Enforce the lease rules against what ECS runs, and account every task that stopped
+        since the last look (its STOPPED event may have been lost).
+
+        Asleep and settled: one read, no ECS calls. Awake: two ListTasks, up to two
+        DescribeTasks, a ledger read per task stopped since the last sweep, one lease write.
+        """
         try:
             lease = self.lease.read()
-            if not decisions.needs_tasks(lease):
+            enforce = decisions.needs_tasks(lease)
+            if not enforce and not decisions.needs_sweep(lease):
                 return []
+            since = decisions.sweep_of(lease).at
+            looked_at = self.clock()
             tasks = self.launcher.running()
+            stopped = self.launcher.stopped()
             # Read again after listing: every task listed was started after its reservation
             # was written, so this read knows the reservation of each (none is taken for a
             # stray), and an agent that acquired meanwhile is seen as the holder.
             lease = self.lease.read()
-            holder_task = None
-            if lease.state == HELD and decisions.is_task_arn(lease.holder):
-                arn = str(lease.holder)
-                holder_task = next((t for t in tasks if t.task_arn == arn), None)
-                if holder_task is None:
-                    holder_task = self.launcher.describe([arn]).get(arn)
-            plan = decisions.reconcile(lease, holder_task, tasks, self.clock())
+            plan = decisions.Plan()
+            if decisions.needs_tasks(lease):
+                plan = decisions.reconcile(lease, self._holder_task(lease, tasks, stopped),
+                                           tasks, self.clock())
         except WakefulError as exc:
             self.log.error("Reconciler could not read the state", extra={"error": str(exc)})
             return ["error"]
-        done = []
+        done = self._perform(plan)
+        swept, clean = self._sweep(decisions.stopped_since(stopped, since))
+        done += swept
+        if clean:
+            settled = not plan.actions and decisions.is_settled(lease, tasks, stopped)
+            self._mark_swept(looked_at, lease if settled else None)
+        if plan.actions or swept:
+            self.log.warning("Reconciler acted", extra={"actions": done,
+                                                        "notes": list(plan.notes)})
+        return done
+
+    def _holder_task(
+        self, lease: Lease, tasks: list[TaskState], stopped: list[TaskState]
+    ) -> TaskState | None:
+        """ECS's view of the task holding the lease, ``None`` if it has none."""
+        if lease.state != HELD or not decisions.is_task_arn(lease.holder):
+            return None
+        arn = str(lease.holder)
+        found = next((t for t in [*tasks, *stopped] if t.task_arn == arn), None)
+        return found or self.launcher.describe([arn]).get(arn)
+
+    def _perform(self, plan: decisions.Plan) -> list[str]:
+        done: list[str] = []
         taken_meanwhile = False
         for action in plan.actions:
             if taken_meanwhile and isinstance(action, StopTask):
@@ -498,10 +563,39 @@ class ControlPlane:
             taken_meanwhile = isinstance(action, ReleaseReservation) and done[-1].startswith(
                 "kept reservation"
             )
-        if plan.actions:
-            self.log.warning("Reconciler acted", extra={"actions": done,
-                                                        "notes": list(plan.notes)})
         return done
+
+    def _sweep(self, stopped: list[TaskState]) -> tuple[list[str], bool]:
+        """Account each stopped task not accounted yet; ``clean`` when none failed."""
+        done: list[str] = []
+        clean = True
+        for task in stopped:
+            try:
+                # The ledger's stop claim, not the version, decides: a task's description
+                # carries no event version to order by.
+                outcome = self.account(task, check_order=False)
+            except WakefulError as exc:
+                outcome = "error"
+                self.log.error("Could not account for a stopped task",
+                               extra={"task_arn": task.task_arn, "error": str(exc)})
+            if outcome == "stale":
+                continue  # accounted already: by its event, or an earlier sweep
+            clean = clean and outcome != "error"
+            done.append(f"{outcome} {task.task_arn}")
+            self.metrics.emit("ReconcilerAction", action="account_stopped")
+        return done, clean
+
+    def _mark_swept(self, looked_at: float, settled: Lease | None) -> None:
+        """Remember the sweep: the next one looks back from here, and a settled lease is not
+        swept again until it changes."""
+        sweep: dict[str, Any] = {"at": looked_at}
+        if settled is not None:
+            sweep["settled"] = decisions.settled_marker(settled)
+        try:
+            self.lease.set_fields({"sweep": sweep}, condition=COND_EXISTS)
+        except (LeaseLost, LeaseUnavailable) as exc:
+            # The next run sweeps the same tasks again; the ledger makes that harmless.
+            self.log.warning("Could not record the sweep", extra={"error": str(exc)})
 
     def _reconcile_one(self, action: StopTask | ReleaseReservation | CheckDeadHolder) -> str:
         try:

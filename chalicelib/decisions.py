@@ -250,8 +250,74 @@ class Plan:
 
 
 def needs_tasks(lease: Lease) -> bool:
-    """While the lease is free the reconciler reads nothing else (the asleep path is one read)."""
+    """Held or reserved: the reconciler enforces the lease rules against what ECS runs."""
     return lease.state in (HELD, RESERVED)
+
+
+# -- the sweep of stopped tasks --------------------------------------------------------------
+#
+# A STOPPED event can be lost (its handler failed three times), so the reconciler also lists
+# the family's stopped tasks (ECS lists them for about an hour) and accounts each one that
+# stopped since it last looked. Once the lease is free and no task of the family is left
+# alive, the sweep is "settled": its marker names the lease's token and last holder, and
+# until one of them changes (an acquire, a release) the asleep path is one read again.
+
+# Stopped tasks are looked at again this long after the last sweep: ECS's list may show a
+# task a little after its stoppedAt. Re-reading one costs a ledger read; missing one, a stop.
+SWEEP_OVERLAP = 600.0
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What the reconciler last swept: when, and the lease it found settled (if it did)."""
+
+    at: float | None = None
+    settled: str | None = None
+
+
+def settled_marker(lease: Lease) -> str:
+    """Names the lease's last change: a new acquire changes the token, a release the holder."""
+    return f"{lease.token}|{lease.last_holder or ''}"
+
+
+def sweep_of(lease: Lease) -> Sweep:
+    raw = lease.extra.get("sweep")
+    if not isinstance(raw, Mapping):
+        return Sweep()
+    at = raw.get("at")
+    settled = raw.get("settled")
+    return Sweep(
+        at=float(at) if isinstance(at, int | float) else None,
+        settled=settled if isinstance(settled, str) else None,
+    )
+
+
+def needs_sweep(lease: Lease) -> bool:
+    """Whether a task may have stopped unaccounted since the last sweep.
+
+    Asleep and settled (nothing changed since a sweep found every task stopped and accounted),
+    or never used at all: no. Then the reconciler reads nothing but the lease.
+    """
+    if needs_tasks(lease):
+        return True
+    if lease.token == 0 and not lease.last_holder:
+        return False  # nothing ever held or reserved it: there is nothing to account
+    return sweep_of(lease).settled != settled_marker(lease)
+
+
+def stopped_since(tasks: Iterable[TaskState], since: float | None) -> list[TaskState]:
+    """The stopped tasks the last sweep may not have seen (all of them, the first time)."""
+    found = [t for t in tasks if t.last_status == STOPPED]
+    if since is None:
+        return found
+    return [t for t in found if t.stopped_at is None or t.stopped_at >= since - SWEEP_OVERLAP]
+
+
+def is_settled(lease: Lease, running: Sequence[TaskState], stopped: Sequence[TaskState]) -> bool:
+    """Free, and no task of the family is left that could still stop unaccounted."""
+    if needs_tasks(lease) or running:
+        return False
+    return all(t.last_status == STOPPED for t in stopped)
 
 
 def is_task_arn(holder: str | None) -> bool:

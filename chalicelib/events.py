@@ -9,6 +9,8 @@ EventBridge deliver the same bad event again.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,22 @@ FAILED_TO_START = "TaskFailedToStart"
 
 # The container exit code of a process ended by SIGKILL (128 + 9): nothing ran its shutdown.
 SIGKILL_EXIT = 137
+
+# What a real event can carry. Every value is checked against these before anything uses it:
+# an inf, a NaN, a 1e300 or a 40-digit integer crashed the handler further down (float(),
+# DynamoDB's number type), and Lambda retried and dropped the event instead of refusing it.
+# A time: after the epoch and before 2106 (2**32 s), which every ECS time is.
+TIME_RANGE = (0.0, float(2**32))
+# ECS counts a task's changes up from 1; a 64-bit counter at most.
+VERSION_MAX = 2**63 - 1
+# A container exit code is a 32-bit integer, signed on some runtimes.
+EXIT_CODE_RANGE = (-(2**31), 2**32 - 1)
+# ARNs, names and states (ECS's own are well under this); longer is not an ECS value.
+IDENTIFIER_MAX = 1600
+# Reasons are free text: kept, but cut to this, so a record of them always fits an item.
+TEXT_MAX = 2048
+# ECS allows 10 containers in a task definition.
+CONTAINERS_MAX = 100
 
 
 class MalformedEvent(WakefulError):
@@ -124,8 +142,11 @@ def parse_event(raw: Any) -> TaskEvent:
     detail = raw.get("detail")
     if not isinstance(detail, Mapping):
         raise MalformedEvent("event has no detail object")
+    event_id = raw.get("id") or ""
+    if not isinstance(event_id, str):
+        raise MalformedEvent(f"event id must be a string, got {type(event_id).__name__}")
     return TaskEvent(
-        event_id=str(raw.get("id") or ""),
+        event_id=event_id[:IDENTIFIER_MAX],
         time=_timestamp(raw.get("time"), "time"),
         task=parse_task(detail),
     )
@@ -136,10 +157,14 @@ def parse_task(detail: Mapping[str, Any]) -> TaskState:
     version = detail.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int | str):
         raise MalformedEvent(f"task version must be a number, got {version!r}")
+    if isinstance(version, str) and len(version) > 20:
+        raise MalformedEvent(f"task version is not a plausible number: {version[:40]!r}...")
     try:
         version = int(version)
     except ValueError:
         raise MalformedEvent(f"task version must be a number, got {version!r}") from None
+    if not 0 <= version <= VERSION_MAX:
+        raise MalformedEvent(f"task version out of range: {_short(version)}")
     return TaskState(
         task_arn=_arn(detail, "taskArn", ":task/"),
         cluster_arn=_arn(detail, "clusterArn", ":cluster/"),
@@ -152,7 +177,7 @@ def parse_task(detail: Mapping[str, Any]) -> TaskState:
         started_at=_timestamp(detail.get("startedAt"), "startedAt"),
         stopped_at=_timestamp(detail.get("stoppedAt"), "stoppedAt"),
         stop_code=_text(detail, "stopCode"),
-        stopped_reason=_text(detail, "stoppedReason"),
+        stopped_reason=_free_text(detail, "stoppedReason"),
         private_ip=_private_ip(detail),
         containers=_containers(detail.get("containers")),
     )
@@ -165,8 +190,26 @@ def _text(detail: Mapping[str, Any], key: str, required: bool = False) -> str | 
             raise MalformedEvent(f"task has no {key}")
         return None
     if not isinstance(value, str):
-        raise MalformedEvent(f"task {key} must be a string, got {value!r}")
+        raise MalformedEvent(f"task {key} must be a string, got {_short(value)}")
+    if len(value) > IDENTIFIER_MAX:
+        raise MalformedEvent(f"task {key} is {len(value)} characters long: not an ECS value")
     return value
+
+
+def _free_text(detail: Mapping[str, Any], key: str) -> str | None:
+    """A reason: any string, cut to ``TEXT_MAX`` characters."""
+    value = detail.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise MalformedEvent(f"{key} must be a string, got {_short(value)}")
+    return value[:TEXT_MAX]
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: never a 400-digit number or a megabyte of text."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def _arn(detail: Mapping[str, Any], key: str, marker: str) -> str:
@@ -187,12 +230,20 @@ def _timestamp(value: Any, key: str) -> float | None:
         except ValueError:
             raise MalformedEvent(f"{key} is not an ISO 8601 time: {value!r}") from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
+        # Checked before float(): a 400-digit integer has no float (OverflowError).
+        if not (isinstance(value, int) or math.isfinite(value)) or not (
+            TIME_RANGE[0] <= value <= TIME_RANGE[1]
+        ):
+            raise MalformedEvent(f"{key} is not a plausible time: {_short(value)}")
         return float(value)
     else:
-        raise MalformedEvent(f"{key} is not a time: {value!r}")
+        raise MalformedEvent(f"{key} is not a time: {_short(value)}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
+    seconds = moment.timestamp()
+    if not TIME_RANGE[0] <= seconds <= TIME_RANGE[1]:
+        raise MalformedEvent(f"{key} is not a plausible time: {_short(value)}")
+    return seconds
 
 
 def _private_ip(detail: Mapping[str, Any]) -> str | None:
@@ -210,11 +261,22 @@ def _private_ip(detail: Mapping[str, Any]) -> str | None:
             raise MalformedEvent("attachment details must be a list")
         for item in details:
             if isinstance(item, Mapping) and item.get("name") == "privateIPv4Address":
-                value = item.get("value")
-                if value is not None and not isinstance(value, str):
-                    raise MalformedEvent(f"privateIPv4Address must be a string, got {value!r}")
-                return value or None
+                return _ipv4(item.get("value"))
     return None
+
+
+def _ipv4(value: Any) -> str | None:
+    """The address clients are sent to: an IPv4 address and nothing else (no host, port or
+    path a crafted event could slip into the endpoint)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise MalformedEvent(f"privateIPv4Address must be a string, got {_short(value)}")
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        problem = f"privateIPv4Address is not an IPv4 address: {_short(value)}"
+        raise MalformedEvent(problem) from None
 
 
 def _containers(raw: Any) -> tuple[ContainerState, ...]:
@@ -222,19 +284,23 @@ def _containers(raw: Any) -> tuple[ContainerState, ...]:
         return ()
     if not isinstance(raw, list):
         raise MalformedEvent("task containers must be a list")
+    if len(raw) > CONTAINERS_MAX:
+        raise MalformedEvent(f"a task has at most {CONTAINERS_MAX} containers, got {len(raw)}")
     found = []
     for item in raw:
         if not isinstance(item, Mapping):
             raise MalformedEvent("each task container must be an object")
         code = item.get("exitCode")
         if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
-            raise MalformedEvent(f"container exitCode must be an integer, got {code!r}")
+            raise MalformedEvent(f"container exitCode must be an integer, got {_short(code)}")
+        if code is not None and not EXIT_CODE_RANGE[0] <= code <= EXIT_CODE_RANGE[1]:
+            raise MalformedEvent(f"container exitCode out of range: {_short(code)}")
         found.append(
             ContainerState(
-                name=str(item.get("name") or "?"),
-                last_status=item.get("lastStatus"),
+                name=_text(item, "name") or "?",
+                last_status=_text(item, "lastStatus"),
                 exit_code=code,
-                reason=item.get("reason"),
+                reason=_free_text(item, "reason"),
             )
         )
     return tuple(found)

@@ -17,6 +17,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from chalicelib import aws
 from chalicelib.errors import LeaseHeld, LeaseLost, LeaseUnavailable
+from chalicelib.ledger import KEEP_SECONDS, ledger_key
 
 FREE = "FREE"
 RESERVED = "RESERVED"
@@ -35,9 +36,11 @@ COND_HOLDER = "#state = :held AND holder = :holder AND #token = :token"
 # "It is still held or reserved by the holder ECS just reported dead."
 COND_HELD_BY = "holder = :holder AND (#state = :held OR #state = :reserved)"
 
-# "It is held by this task, or still reserved for the reservation that started it."
+# "It is held by this task, or still reserved for the reservation that started it, and the
+# task has not been asked to stop" (a stopping app's endpoint must never be handed out again).
 COND_TASK_OWNS = (
-    "(#state = :held AND holder = :task) OR (#state = :reserved AND holder = :reservation)"
+    "((#state = :held AND holder = :task) OR (#state = :reserved AND holder = :reservation))"
+    " AND (attribute_not_exists(stopping) OR stopping <> :task)"
 )
 
 # "It is still this holder's" (whatever the state): only its own endpoint may be cleared.
@@ -52,12 +55,39 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
+# DynamoDB numbers: at most 38 significant digits, magnitude in [1e-130, 1e126).
+_NUMBER_DIGITS = 38
+_NUMBER_EXPONENTS = (-130, 125)
+
+
 def _to_dynamo(value: Any) -> dict[str, Any]:
-    if isinstance(value, float):
-        value = Decimal(repr(value))
-    elif isinstance(value, dict):
-        return {"M": {k: _to_dynamo(v) for k, v in value.items() if v is not None}}
+    """A DynamoDB attribute value; never raises for plain data (numbers, text, maps, lists).
+
+    A number DynamoDB cannot store (NaN, inf, 1e300, a 40-digit integer) is kept as its text:
+    a record with one odd field must still be written, or the alarm it carries is lost.
+    """
+    if isinstance(value, bool) or value is None:
+        return _serializer.serialize(value)
+    if isinstance(value, int | float | Decimal):
+        return _number(value)
+    if isinstance(value, Mapping):
+        return {"M": {str(k): _to_dynamo(v) for k, v in value.items() if v is not None}}
+    if isinstance(value, list | tuple):
+        return {"L": [_to_dynamo(v) for v in value]}
     return _serializer.serialize(value)
+
+
+def _number(value: int | float | Decimal) -> dict[str, Any]:
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        return {"S": repr(value) if isinstance(value, float) else str(value)}
+    if number.is_zero():
+        return {"N": "0"}
+    digits = len(number.as_tuple().digits)
+    exponent = number.adjusted()
+    if digits > _NUMBER_DIGITS or not _NUMBER_EXPONENTS[0] <= exponent <= _NUMBER_EXPONENTS[1]:
+        return {"S": repr(value) if isinstance(value, float) else str(value)}
+    return {"N": str(number)}
 
 
 def _from_dynamo(value: Any) -> Any:
@@ -177,6 +207,11 @@ class LeaseTable:
     ) -> Lease:
         """Take the lease for ``holder``; the fencing token goes up by one.
 
+        With a ``task_arn``, the same transaction marks the task a holder in the task ledger,
+        where the next holder cannot erase it: a task that ran the app is never accounted as
+        "never held", whatever fails after the acquire. Taking over from a holder whose time
+        ran out names it ``last_holder``, as its release would have.
+
         Raises ``LeaseHeld`` when someone else is live on it.
         """
         now = self._clock()
@@ -212,8 +247,12 @@ class LeaseTable:
                 [] if task_arn else ["task_arn"]
             )
             expression += " REMOVE " + ", ".join(removed)
+        prior = self.read()
+        if prior.state == HELD and prior.holder and prior.holder != holder:
+            expression = expression.replace("SET ", "SET last_holder = :prior, ", 1)
+            values[":prior"] = prior.holder
         try:
-            return self._update(expression, COND_ACQUIRABLE, values)
+            return self._acquire_write(expression, values, task_arn)
         except _ConditionFailed as failed:
             current = failed.lease or self.read()
             if current.state == HELD and current.holder == holder:
@@ -222,6 +261,44 @@ class LeaseTable:
             raise LeaseHeld(
                 self.name, current.holder, current.state, current.expires_at
             ) from failed.__cause__
+
+    def _acquire_write(
+        self, expression: str, values: dict[str, Any], task_arn: str | None
+    ) -> Lease:
+        """The acquire's update, in one transaction with the task's ledger mark if a task."""
+        if not task_arn:
+            return self._update(expression, COND_ACQUIRABLE, values)
+        mark = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": ledger_key(self.name, task_arn)}},
+            "UpdateExpression": "SET task_arn = :task, held_at = :now, purge_at = :purge",
+            "ExpressionAttributeValues": {
+                ":task": _to_dynamo(task_arn),
+                ":now": _to_dynamo(values[":now"]),
+                ":purge": _to_dynamo(int(values[":now"] + KEEP_SECONDS)),
+            },
+        }
+        request = self._request(expression, COND_ACQUIRABLE, values)
+        request.pop("ReturnValues")
+        try:
+            self._client.transact_write_items(
+                TransactItems=[{"Update": request}, {"Update": mark}]
+            )
+        except aws.ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or [{}]
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                item = reasons[0].get("Item")
+                raise _ConditionFailed(Lease.from_item(self.name, item) if item else None) from exc
+            error = self._unavailable("acquire", exc)
+            # Another transaction on one of the items at the same moment: try again.
+            error.retryable = error.retryable or any(
+                r.get("Code") == "TransactionConflict" for r in reasons
+            )
+            raise error from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise self._unavailable("acquire", exc) from exc
+        # A transaction returns no item; nobody can move a lease just taken, so read it.
+        return self.read()
 
     def renew(self, holder: str, token: int, ttl: float) -> Lease:
         """Extend the lease; ``LeaseLost`` if it is no longer ours."""
@@ -271,7 +348,11 @@ class LeaseTable:
     # -- the control plane's operations ----------------------------------------------------
 
     def reserve(self, reservation_id: str, timeout: float) -> Lease:
-        """Reserve a free lease for a task about to be started; ``LeaseHeld`` if not free."""
+        """Reserve a free lease for a task about to be started; ``LeaseHeld`` if not free.
+
+        Idempotent: a reservation id is new for each wake, so finding the lease reserved for
+        exactly this id means an earlier attempt of this call made it.
+        """
         now = self._clock()
         values = {
             ":free": FREE,
@@ -290,6 +371,10 @@ class LeaseTable:
             )
         except _ConditionFailed as failed:
             current = failed.lease or self.read()
+            if current.state == RESERVED and current.holder == reservation_id:
+                # Our own first attempt landed and only its answer was lost (the SDK retried):
+                # the reservation is ours, and its task must be started.
+                return current
             raise LeaseHeld(
                 self.name, current.holder, current.state, current.expires_at
             ) from failed.__cause__
@@ -332,7 +417,8 @@ class LeaseTable:
     ) -> Lease:
         """Note the task (and where it listens) on the lease it holds or was reserved for.
 
-        ``LeaseLost`` when the lease has moved on (a late event for an old task).
+        ``LeaseLost`` when the lease has moved on (a late event for an old task) or the task
+        is stopping (``clear_endpoint`` named it).
         """
         values: dict[str, Any] = {
             ":held": HELD,
@@ -414,6 +500,27 @@ class LeaseTable:
         values: Mapping[str, Any],
         names: bool = True,
     ) -> Lease:
+        kwargs = self._request(expression, condition, values, names)
+        try:
+            response = self._client.update_item(**kwargs)
+        except aws.ClientError as exc:
+            if aws.error_code(exc) == "ConditionalCheckFailedException":
+                item = exc.response.get("Item")
+                lease = Lease.from_item(self.name, item) if item else None
+                raise _ConditionFailed(lease) from exc
+            raise self._unavailable("update", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise self._unavailable("update", exc) from exc
+        return Lease.from_item(self.name, response.get("Attributes"))
+
+    def _request(
+        self,
+        expression: str,
+        condition: str | None,
+        values: Mapping[str, Any],
+        names: bool = True,
+    ) -> dict[str, Any]:
+        """The UpdateItem request for the lease item: only the values and names it uses."""
         used_values = {
             k: _to_dynamo(v) for k, v in values.items() if _mentions(k, expression, condition)
         }
@@ -431,17 +538,7 @@ class LeaseTable:
         if condition:
             kwargs["ConditionExpression"] = condition
             kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        try:
-            response = self._client.update_item(**kwargs)
-        except aws.ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
-                item = exc.response.get("Item")
-                lease = Lease.from_item(self.name, item) if item else None
-                raise _ConditionFailed(lease) from exc
-            raise self._unavailable("update", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
-            raise self._unavailable("update", exc) from exc
-        return Lease.from_item(self.name, response.get("Attributes"))
+        return kwargs
 
     def _unavailable(self, what: str, exc: BaseException) -> LeaseUnavailable:
         error = LeaseUnavailable(f"lease {what} on table {self.table!r} failed: {exc}")

@@ -17,16 +17,44 @@ from typing import Any
 from chalicelib import aws
 from chalicelib.errors import LeaseUnavailable
 
-# "Nothing was recorded for this task yet, or only older versions."
-COND_NEWER = "attribute_not_exists(pk) OR version < :version"
+# "No version of this task was handled yet, or only older ones." The item may exist without
+# one: the agent creates it when it marks itself a holder.
+COND_NEWER = "attribute_not_exists(version) OR version < :version"
+
+# "Nobody has accounted for this task's stop, and nobody is at it now (or whoever started
+# gave up long ago without an outcome)": each stop is accounted once, by whichever of the
+# event handler and the reconciler gets there first.
+COND_STOP_UNCLAIMED = (
+    "attribute_not_exists(stop_claimed_at) "
+    "OR (attribute_not_exists(stop_outcome) AND stop_claimed_at < :stale)"
+)
+
+# "The stop is still claimed by this attempt (and has no outcome yet)."
+COND_STOP_CLAIMED_BY = "stop_claimed_at = :claimed AND attribute_not_exists(stop_outcome)"
 
 KEEP_SECONDS = 30 * 24 * 3600
+
+# A claim older than this was abandoned (its Lambda died): longer than any handler may run.
+CLAIM_SECONDS = 900
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
     version: int | None = None
     held_token: int | None = None
+    # The agent's acquire itself marks its task a holder, atomically with the lease.
+    held_at: float | None = None
+    # How the task's stop was accounted (verified, unsynced, ...), once it was.
+    stop_outcome: str | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.held_token is not None or self.held_at is not None
+
+
+def ledger_key(lease_name: str, task_arn: str) -> str:
+    """The partition key of a task's ledger item, beside the lease item ``lease_name``."""
+    return f"{lease_name}#task#{task_arn.rsplit('/', 1)[-1]}"
 
 
 class TaskLedger:
@@ -45,7 +73,7 @@ class TaskLedger:
         self._clock = clock
 
     def key(self, task_arn: str) -> str:
-        return f"{self.lease_name}#task#{task_arn.rsplit('/', 1)[-1]}"
+        return ledger_key(self.lease_name, task_arn)
 
     def seen(self, task_arn: str) -> int | None:
         """The newest version handled for the task, ``None`` if none was."""
@@ -59,16 +87,19 @@ class TaskLedger:
                 TableName=self.table,
                 Key={"pk": {"S": self.key(task_arn)}},
                 ConsistentRead=True,
-                ProjectionExpression="version, held_token",
+                ProjectionExpression="version, held_token, held_at, stop_outcome",
             )
         except (aws.ClientError, *aws.TRANSPORT_ERRORS) as exc:
             raise self._unavailable("read", exc) from exc
         item = response.get("Item") or {}
         version = item.get("version", {}).get("N")
         held = item.get("held_token", {}).get("N")
+        held_at = item.get("held_at", {}).get("N")
         return LedgerEntry(
             version=int(version) if version is not None else None,
             held_token=int(held) if held is not None else None,
+            held_at=float(held_at) if held_at is not None else None,
+            stop_outcome=item.get("stop_outcome", {}).get("S"),
         )
 
     def mark_held(self, task_arn: str, token: int) -> None:
@@ -87,6 +118,79 @@ class TaskLedger:
                 },
             )
         except (aws.ClientError, *aws.TRANSPORT_ERRORS) as exc:
+            raise self._unavailable("write", exc) from exc
+
+    def claim_stop(self, task_arn: str) -> float | None:
+        """Claim the accounting of the task's stop; the claim's time, or ``None`` when it was
+        accounted already or someone is at it (a duplicate event, the reconciler)."""
+        now = self._clock()
+        try:
+            self._client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": self.key(task_arn)}},
+                UpdateExpression=(
+                    "SET task_arn = :task, stop_claimed_at = :now, purge_at = :purge"
+                ),
+                ConditionExpression=COND_STOP_UNCLAIMED,
+                ExpressionAttributeValues={
+                    ":task": {"S": task_arn},
+                    ":now": {"N": f"{now:.6f}"},
+                    ":stale": {"N": f"{now - CLAIM_SECONDS:.6f}"},
+                    ":purge": {"N": str(int(now + KEEP_SECONDS))},
+                },
+            )
+        except aws.ClientError as exc:
+            if aws.error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise self._unavailable("write", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise self._unavailable("write", exc) from exc
+        return float(f"{now:.6f}")
+
+    def record_stop(self, task_arn: str, version: int, outcome: str, claimed_at: float) -> bool:
+        """The stop is accounted: ``outcome`` is final. ``False`` if the claim was lost (it
+        outlived ``CLAIM_SECONDS`` and another attempt took it)."""
+        now = self._clock()
+        try:
+            self._client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": self.key(task_arn)}},
+                UpdateExpression=(
+                    "SET version = :version, last_status = :status, outcome = :outcome, "
+                    "stop_outcome = :outcome, updated_at = :now"
+                ),
+                ConditionExpression=COND_STOP_CLAIMED_BY,
+                ExpressionAttributeValues={
+                    ":version": {"N": str(version)},
+                    ":status": {"S": "STOPPED"},
+                    ":outcome": {"S": outcome},
+                    ":now": {"N": f"{now:.3f}"},
+                    ":claimed": {"N": f"{claimed_at:.6f}"},
+                },
+            )
+        except aws.ClientError as exc:
+            if aws.error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise self._unavailable("write", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
+            raise self._unavailable("write", exc) from exc
+        return True
+
+    def release_stop(self, task_arn: str, claimed_at: float) -> None:
+        """Give up a claim whose accounting failed, so the next attempt need not wait for it
+        to go stale (a claim left behind goes stale after ``CLAIM_SECONDS``)."""
+        try:
+            self._client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": self.key(task_arn)}},
+                UpdateExpression="REMOVE stop_claimed_at",
+                ConditionExpression=COND_STOP_CLAIMED_BY,
+                ExpressionAttributeValues={":claimed": {"N": f"{claimed_at:.6f}"}},
+            )
+        except aws.ClientError as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise self._unavailable("write", exc) from exc
+        except aws.TRANSPORT_ERRORS as exc:
             raise self._unavailable("write", exc) from exc
 
     def record(self, task_arn: str, version: int, status: str, outcome: str) -> bool:

@@ -39,6 +39,11 @@ class TaskLauncher(Protocol):
         """The family's tasks that are not yet stopped."""
         ...
 
+    def stopped(self) -> list[TaskState]:
+        """The family's tasks that ECS was asked to stop or that stopped (ECS keeps those for
+        about an hour); some may still be shutting down."""
+        ...
+
 
 class EcsTaskLauncher:
     """Fargate tasks through the ECS API."""
@@ -111,13 +116,19 @@ class EcsTaskLauncher:
         return found
 
     def running(self) -> list[TaskState]:
+        return self._listed("RUNNING")
+
+    def stopped(self) -> list[TaskState]:
+        return self._listed("STOPPED")
+
+    def _listed(self, desired_status: str) -> list[TaskState]:
         arns: list[str] = []
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {
                 "cluster": self.settings.cluster,
                 "family": self.family,
-                "desiredStatus": "RUNNING",
+                "desiredStatus": desired_status,
             }
             if token:
                 kwargs["nextToken"] = token

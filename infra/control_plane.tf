@@ -24,6 +24,9 @@ locals {
     WAKEFUL_TASK_TAGS            = join(",", [for k, v in local.task_tags : "${k}=${v}"])
     WAKEFUL_TASK_LAUNCHER        = "ecs"
     POWERTOOLS_METRICS_NAMESPACE = local.metrics_namespace
+    # The app compares the x-api-key header with this digest too, so the function is not
+    # open when reached around API Gateway; only the digest is in the environment.
+    WAKEFUL_API_KEY_SHA256 = var.enable_api ? sha256(aws_api_gateway_api_key.client[0].value) : ""
   })
 }
 
@@ -101,4 +104,31 @@ resource "aws_api_gateway_usage_plan_key" "client" {
   key_id        = aws_api_gateway_api_key.client[0].id
   key_type      = "API_KEY"
   usage_plan_id = aws_api_gateway_usage_plan.client[0].id
+}
+
+# ---------------------------------------------------------------------------
+# Task events whose handling failed: Lambda retries an asynchronous event twice, then sends
+# it here with the error instead of dropping it (invariant 5: every stop is accounted). The
+# reconciler accounts the task from ECS's list of stopped tasks within minutes; the queue
+# and its alarm say that an event failed, and why.
+# ---------------------------------------------------------------------------
+
+resource "aws_sqs_queue" "failed_task_events" {
+  name                      = "${local.prefix}-failed-task-events"
+  message_retention_seconds = 1209600 # 14 days, SQS's longest
+  sqs_managed_sse_enabled   = true
+}
+
+resource "aws_lambda_function_event_invoke_config" "task_state_change" {
+  function_name                = module.control_plane.function_names["on_task_state_change"]
+  maximum_retry_attempts       = 2
+  maximum_event_age_in_seconds = 3600 # ECS lists a stopped task for about an hour
+
+  destination_config {
+    on_failure {
+      destination = aws_sqs_queue.failed_task_events.arn
+    }
+  }
+
+  depends_on = [aws_iam_role_policy.control_plane]
 }

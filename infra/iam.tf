@@ -298,6 +298,14 @@ data "aws_iam_policy_document" "control_plane" {
     }
   }
 
+  statement {
+    sid = "FailedTaskEvents"
+    # Lambda sends a task event whose handling failed every retry to the on-failure
+    # destination as the function's role.
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.failed_task_events.arn]
+  }
+
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [1]
     content {

@@ -108,6 +108,24 @@ resource "aws_cloudwatch_metric_alarm" "control_plane_errors" {
   ok_actions          = [aws_sns_topic.alarms.arn]
 }
 
+# A task event failed every retry and went to the on-failure queue. The reconciler accounts
+# the task within minutes; the message (the event, the error) says what went wrong.
+resource "aws_cloudwatch_metric_alarm" "failed_task_events" {
+  alarm_name          = "${local.prefix}-failed-task-events"
+  alarm_description   = "An ECS task state change event failed every retry of the wakeful event handler and was sent to the ${aws_sqs_queue.failed_task_events.name} queue with its error. The reconciler accounts the task from ECS's stopped tasks within minutes; read the message for the cause."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.failed_task_events.name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 1
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
 resource "aws_cloudwatch_dashboard" "main" {
   dashboard_name = local.prefix
   dashboard_body = jsonencode({ widgets = local.dashboard_widgets })

@@ -91,6 +91,11 @@ output "api_key" {
   sensitive   = true
 }
 
+output "failed_task_events_queue" {
+  description = "SQS queue that receives ECS task events whose handling failed every retry, each with its error."
+  value       = aws_sqs_queue.failed_task_events.url
+}
+
 output "alarm_topic_arn" {
   description = "SNS topic that receives the alarms."
   value       = aws_sns_topic.alarms.arn

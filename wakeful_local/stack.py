@@ -4,6 +4,7 @@ local processes for the Fargate tasks (see ``launcher``)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -103,6 +104,7 @@ class LocalStack:
             **self.names.control_plane_env(),
             "WAKEFUL_TASK_LAUNCHER": "local",
             "WAKEFUL_AUTH": "api_key",
+            "WAKEFUL_API_KEY_SHA256": hashlib.sha256(API_KEY.encode()).hexdigest(),
             "WAKEFUL_LOCAL_WORKDIR": str(self.workdir / "tasks"),
             "WAKEFUL_LOCAL_STOP_TIMEOUT": "20",
             "PYTHONPATH": str(ROOT),

@@ -43,6 +43,7 @@ MOTO_SERVICES = (
     "lambda",
     "s3",
     "sns",
+    "sqs",
     "sts",
 )
 

@@ -6,6 +6,7 @@ the control plane's environment pointing at the test moto server and its pinned 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
@@ -111,7 +112,9 @@ class ApiServer:
 
 
 def serve_api(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ApiServer:
-    # The app reads its settings from the process environment, as a Lambda does.
+    # The app reads its settings from the process environment, as a Lambda does. It accepts
+    # the operator's key, the one the CLI sends.
+    env = {**env, "WAKEFUL_API_KEY_SHA256": hashlib.sha256(API_KEY.encode()).hexdigest()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return ApiServer(env).start()

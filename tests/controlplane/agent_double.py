@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from chalicelib.lease import Lease, LeaseTable
+from chalicelib.ledger import TaskLedger
 from chalicelib.settings import ControlPlaneSettings
 from chalicelib.snapshot import take
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
@@ -19,6 +20,7 @@ class AgentDouble:
     def __init__(self, settings: ControlPlaneSettings, holder: str, workdir: Path) -> None:
         location = settings.location
         self.table = LeaseTable(location.lease_table, location.lease_name)
+        self.ledger = TaskLedger(location.lease_table, location.lease_name)
         self.store = DatabaseStore(location.bucket, location.key)
         self.holder = holder
         self.db = workdir / "db.sqlite3"
@@ -26,9 +28,11 @@ class AgentDouble:
         self.etag: str | None = None
 
     def acquire(self, reservation_id: str | None = None) -> Lease:
+        """Take the lease and mark the task a holder in the ledger, as the agent's boot does."""
         self.lease = self.table.acquire(
             self.holder, ttl=60, reservation_id=reservation_id, task_arn=self.holder
         )
+        self.ledger.mark_held(self.holder, self.lease.token)
         return self.lease
 
     def write(self, rows: int = 1) -> None:

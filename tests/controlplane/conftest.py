@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import threading
 import urllib.request
@@ -87,6 +88,7 @@ def control_env(resources: MotoServer) -> dict[str, str]:
         "WAKEFUL_START_TIMEOUT": "120",
         "WAKEFUL_TASK_TAGS": "app=wakeful,stage=test",
         "WAKEFUL_AUTH": "api_key",
+        "WAKEFUL_API_KEY_SHA256": hashlib.sha256(b"test-key").hexdigest(),
     }
 
 

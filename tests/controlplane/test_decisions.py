@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from chalicelib import decisions
@@ -132,9 +133,34 @@ def test_wake_answers_by_lease_state() -> None:
     assert decisions.decide_wake(expired, NOW).state == "start"
 
 
-def test_reconciler_reads_nothing_more_while_asleep() -> None:
-    assert not decisions.needs_tasks(Lease(name="db"))
-    assert decisions.needs_tasks(held())
+def test_reconciler_sweeps_stopped_tasks_until_settled_and_not_after() -> None:
+    # What the reconciler reads while asleep is counted on the wire in
+    # test_reconciler.py::test_a_stop_after_the_lease_was_freed_is_accounted_then_the_asleep_
+    # path_is_one_read; here, the decision that allows it.
+    assert not decisions.needs_sweep(Lease(name="db"))  # never used: nothing can have stopped
+    released = Lease(name="db", token=3, last_holder=ARN)
+    assert decisions.needs_sweep(released)  # its holder may still be stopping
+    marker = {"at": NOW, "settled": decisions.settled_marker(released)}
+    settled = dataclasses.replace(released, extra={"sweep": marker})
+    assert not decisions.needs_sweep(settled)
+    # An acquire (a new token) or a release (a new last holder) since: look again.
+    assert decisions.needs_sweep(dataclasses.replace(settled, token=4))
+    assert decisions.needs_sweep(dataclasses.replace(settled, last_holder="res-2"))
+    assert decisions.needs_sweep(held()) and decisions.needs_tasks(held())
+
+
+def test_a_sweep_looks_back_to_the_last_one_and_settles_only_when_nothing_is_alive() -> None:
+    old = task("task-stopped-exit-0.json", stoppedAt=NOW - 3600)
+    recent = task("task-stopped-exit-137.json", stoppedAt=NOW - 30,
+                  taskArn="arn:aws:ecs:us-west-2:1:task/FargateCluster/b2")
+    stopping = task("task-running.json", desiredStatus="STOPPED")
+    assert decisions.stopped_since([old, recent, stopping], None) == [old, recent]
+    assert decisions.stopped_since([old, recent, stopping], NOW - 60) == [recent]
+    free = Lease(name="db", token=3, last_holder=ARN)
+    assert decisions.is_settled(free, [], [old, recent])
+    assert not decisions.is_settled(free, [], [old, stopping])  # still shutting down
+    assert not decisions.is_settled(free, [task("task-running.json")], [])
+    assert not decisions.is_settled(held(), [], [])
 
 
 def test_reconciler_stops_and_releases_an_orphaned_reservation() -> None:

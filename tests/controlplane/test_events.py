@@ -58,8 +58,37 @@ def test_stopped_events_carry_stop_code_reason_and_exit_codes() -> None:
             attachments=[{"type": "eni", "details": [{"name": "privateIPv4Address",
                                                       "value": 10}]}],
         ),
+        # Numbers JSON can carry but nothing downstream can use: each once crashed the
+        # handler (TypeError, OverflowError, decimal.Overflow) instead of being refused.
+        event("task-running.json", stoppedAt=1e400),
+        event("task-running.json", stoppedAt=float("nan")),
+        event("task-running.json", stoppedAt=-1e400),
+        event("task-running.json", stoppedAt=1e300),
+        event("task-running.json", stoppedAt=10**400),
+        event("task-running.json", startedAt=-5.0),
+        {**event("task-running.json"), "time": 1e400},
+        {**event("task-running.json"), "time": 10**400},
+        event("task-running.json", version=10**40),
+        event("task-running.json", version=-1),
+        event("task-running.json", version="1" * 40),
+        event("task-running.json", containers=[{"name": "app", "exitCode": 10**40}]),
+        event("task-running.json", containers=[{"name": "app", "exitCode": -(10**40)}]),
+        event("task-running.json", containers=[{"name": "app", "lastStatus": {"a": [1]}}]),
+        event("task-running.json", containers=[{"name": "app"}] * 1000),
+        event("task-running.json", taskArn="arn:aws:ecs:r:1:task/c/" + "x" * 5000),
+        event(
+            "task-running.json",
+            attachments=[{"type": "eni", "details": [{"name": "privateIPv4Address",
+                                                      "value": "evil.example:1/x?"}]}],
+        ),
     ],
 )
 def test_malformed_events_raise_a_typed_error(raw: object) -> None:
     with pytest.raises(MalformedEvent):
         parse_event(raw)
+
+
+def test_free_text_is_kept_to_a_length_a_lease_record_can_hold() -> None:
+    long = parse_event(event("task-stopped-exit-137.json", stoppedReason="why " * 100_000))
+    assert 0 < len(long.task.stopped_reason or "") <= 2048
+    assert long.task.stopped_reason.startswith("why why")

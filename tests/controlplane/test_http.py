@@ -217,3 +217,63 @@ def test_run_task_without_an_answer_keeps_the_reservation(control_env, settings,
     assert again.status_code == 202
     lease = lease_table(settings).read()
     assert lease.state == RESERVED
+
+
+def test_a_wrong_api_key_is_forbidden_and_starts_nothing(chalice_client):
+    # chalice.test.Client, like chalice local or a function URL, does not run API Gateway's
+    # key check: the app's own comparison is all that stands between a guess and a task.
+    for key in ("wrong", "test-ke", "test-key ", "TEST-KEY", "x" * 4096):
+        response = post(chalice_client, "/wake", headers={"x-api-key": key})
+        assert response.status_code == 403, key
+        assert chalice_client.http.get("/status", headers={"x-api-key": key}).status_code == 403
+    assert ecs_tasks() == []
+    assert post(chalice_client, "/wake").status_code == 202
+
+
+def test_api_key_mode_without_a_configured_key_is_a_500_naming_the_variable(
+    control_env, tmp_path
+):
+    env = {k: v for k, v in control_env.items() if k != "WAKEFUL_API_KEY_SHA256"}
+    with chalice_client_for(env, tmp_path) as client:
+        response = post(client, "/wake")
+    assert response.status_code == 500
+    assert json.loads(response.body)["variable"] == "WAKEFUL_API_KEY_SHA256"
+    assert ecs_tasks() == []
+
+
+def test_deeply_nested_json_is_a_400(chalice_client):
+    for body in ("[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000):
+        for path in ("/wake", "/sleep"):
+            response = post(chalice_client, path, body)
+            assert response.status_code == 400, path
+            assert "JSON object" in json.loads(response.body)["message"]
+    assert ecs_tasks() == []
+
+
+def test_a_reserve_whose_answer_was_lost_still_starts_the_task(control_env, settings, tmp_path):
+    from tests.fault_proxy import Request, fault_proxy, service
+
+    updates = service("dynamodb", "UpdateItem")
+    seen: list[Request] = []
+
+    def second_update(request: Request) -> bool:
+        # The wake's keepalive is the first UpdateItem, the reservation the second.
+        if updates(request):
+            seen.append(request)
+            return len(seen) == 2
+        return False
+
+    with fault_proxy(control_env["AWS_ENDPOINT_URL"]) as proxy:
+        proxy.lose_answer(second_update, count=1)
+        env = {**control_env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.url}
+        with chalice_client_for(env, tmp_path) as client:
+            response = post(client, "/wake")
+    # The reservation landed, its answer was lost, and the SDK's retry was refused by the
+    # reservation it had itself made: that is ours, and the task must be started.
+        sent = [r for r in proxy.requests if updates(r)]
+    assert len(sent) == 3, "the reservation was not retried"  # keepalive, reserve, its retry
+    assert response.status_code == 202, response.body
+    body = json.loads(response.body)
+    [task] = ecs_tasks()
+    assert task["startedBy"] == body["reservation_id"] == lease_table(settings).read().holder
+    assert body["task_arn"] == task["taskArn"]

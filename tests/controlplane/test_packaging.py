@@ -76,5 +76,16 @@ def test_the_task_state_rule_matches_ecs_task_state_changes(tmp_path):
     assert rule["Properties"]["Pattern"] == {
         "source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]
     }
-    policy = template["Resources"]["OnTaskStateChange"]["Properties"]
-    assert "Policies" not in policy or policy.get("Role")
+
+def test_the_handlers_run_as_the_stages_policy_file_and_nothing_else(tmp_path):
+    template = package(copy_project(tmp_path, "api_key"), "dev", tmp_path / "out")
+    resources = template["Resources"]
+    expected = json.loads((ROOT / ".chalice" / "policy-dev.json").read_text())
+    for name in ("OnTaskStateChange", "Reconcile", "APIHandler"):
+        function = resources[name]["Properties"]
+        # No SAM policy of its own beside the role: the role is all it may do.
+        assert "Policies" not in function, name
+        [role, attribute] = function["Role"]["Fn::GetAtt"]
+        assert attribute == "Arn" and resources[role]["Type"] == "AWS::IAM::Role", name
+        [policy] = resources[role]["Properties"]["Policies"]
+        assert policy["PolicyDocument"] == expected, name

@@ -226,3 +226,98 @@ def test_a_holder_that_lost_the_lease_by_expiry_is_still_accounted_unsynced(sett
     assert outcome == "unsynced"
     assert "UnsyncedStop" in later.metrics.names()
     assert lease_table(settings).read().state == "RESERVED"  # the new task's, untouched
+
+
+def test_numbers_out_of_range_are_refused_by_the_handler_not_raised(
+    chalice_client, settings, tmp_path
+):
+    task = woken(chalice_client)
+    AgentDouble(settings, task["taskArn"], tmp_path).acquire(task["startedBy"])
+    before = lease_table(settings).read()
+    crashers = [
+        event("task-stopped-exit-137.json", task, stoppedAt=float("inf")),
+        event("task-stopped-exit-137.json", task, stoppedAt=float("nan")),
+        event("task-stopped-exit-137.json", task, stoppedAt=1e300),
+        event("task-stopped-exit-137.json", task, startedAt=10**400),
+        event("task-stopped-exit-137.json", task, version=10**40),
+        event("task-stopped-exit-137.json", task,
+              containers=[{"name": "app", "exitCode": 10**40}]),
+        {**event("task-stopped-exit-137.json", task), "time": float("inf")},
+    ]
+    for raw in crashers:
+        assert deliver(chalice_client, raw) == "malformed"
+    # Nothing was half-done: the holder is untouched, and a good event is still handled.
+    assert lease_table(settings).read().holder == before.holder
+    assert deliver(chalice_client, event("task-stopped-exit-137.json", task)) == "unsynced"
+
+
+def test_no_value_makes_a_lease_write_raise(settings):
+    table = lease_table(settings)
+    odd = {"nan": float("nan"), "inf": float("inf"), "ninf": float("-inf"), "big": 1e300,
+           "tiny": 1e-300, "huge": 10**40, "neg": -(10**40), "fine": 1.5, "n": 7}
+    lease = table.set_fields({"last_unsynced_stop": {"odd": odd, "list": [float("nan"), 1]}})
+    stored = lease.last_unsynced_stop["odd"]
+    assert stored["fine"] == 1.5 and stored["n"] == 7
+    # What DynamoDB cannot hold as a number is kept as text, so nothing is lost or raised.
+    assert stored["nan"] == "nan" and stored["inf"] == "inf" and stored["huge"] == str(10**40)
+
+
+def test_a_running_event_after_sleep_does_not_publish_the_stopping_apps_endpoint(
+    chalice_client, settings, tmp_path
+):
+    task = woken(chalice_client)
+    AgentDouble(settings, task["taskArn"], tmp_path).acquire(task["startedBy"])
+    assert deliver(chalice_client, event("task-running.json", task)) == "running"
+    assert json.loads(chalice_client.http.post("/wake", headers=KEY).body)["state"] == "running"
+    assert chalice_client.http.post("/sleep", headers=KEY).status_code == 202
+    # ECS reports the stop request as a newer RUNNING event (desiredStatus STOPPED) while the
+    # agent uploads; it must not hand the endpoint out again.
+    stopping = event("task-running.json", task, version=5, desiredStatus="STOPPED")
+    deliver(chalice_client, stopping)
+    lease = lease_table(settings).read()
+    assert lease.endpoint is None and lease.endpoint_task is None
+    wake = chalice_client.http.post("/wake", headers=KEY)
+    assert wake.status_code == 202 and json.loads(wake.body)["state"] == "starting"
+
+
+def test_a_takeover_names_the_expired_holder_and_every_acquire_marks_its_task(
+    settings, tmp_path
+):
+    import time as clock_module
+
+    from chalicelib.lease import LeaseTable
+    from chalicelib.ledger import TaskLedger
+    from tests.controlplane.conftest import Clock
+
+    plane = build_plane(settings)
+    first = plane.wake()
+    [task] = ecs_tasks()
+    location = settings.location
+    clock = Clock(clock_module.time())
+    table = LeaseTable(location.lease_table, location.lease_name, clock=clock)
+    # The task's agent acquires and runs the app; nothing else is written for it (its own
+    # mark in the ledger failed, it never got to upload).
+    arn = first.body["task_arn"]
+    table.acquire(arn, ttl=30, reservation_id=first.body["reservation_id"], task_arn=arn)
+    assert TaskLedger(location.lease_table, location.lease_name).entry(arn).held
+    # It stalls past its lease; another task takes over, and later gives the lease back.
+    clock.now += 3600
+    other = "arn:aws:ecs:us-east-1:123456789012:task/wakeful-test/successor"
+    taken = table.acquire(other, ttl=30, task_arn=other)
+    assert taken.last_holder == arn and table.read().last_holder == arn
+    table.release(other, taken.token)
+
+    outcome = plane.handle_event(event("task-stopped-exit-137.json", task))
+
+    assert outcome == "unsynced"
+    assert "UnsyncedStop" in plane.metrics.names()
+    assert lease_table(settings).read().last_unsynced_stop["task_arn"] == arn
+
+
+def test_events_are_handled_without_an_api_key_configured(control_env, tmp_path):
+    from tests.controlplane.conftest import chalice_client_for
+
+    env = {k: v for k, v in control_env.items() if k != "WAKEFUL_API_KEY_SHA256"}
+    with chalice_client_for(env, tmp_path) as client:
+        # The key guards the HTTP routes only; the event handler must not drop events for it.
+        assert deliver(client, event("task-running.json")) == "other"

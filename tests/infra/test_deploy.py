@@ -16,6 +16,7 @@ destroy, which the last test asserts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -296,6 +297,31 @@ def test_unsynced_stop_alarm_pages_the_topic(stack: Stack) -> None:
     assert "VerifiedStop" in shown and "UnsyncedStop" in shown
 
 
+def test_a_task_event_that_fails_every_retry_goes_to_a_queue_that_pages(stack: Stack) -> None:
+    out = stack.outputs
+    sqs = stack.client("sqs")
+    queue = sqs.get_queue_attributes(
+        QueueUrl=out["failed_task_events_queue"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    lam = stack.client("lambda")
+    config = lam.get_function_event_invoke_config(
+        FunctionName=out["control_plane_functions"]["on_task_state_change"]
+    )
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == queue
+    alarms = stack.client("cloudwatch").describe_alarms(
+        AlarmNames=["wakeful-dev-failed-task-events"]
+    )["MetricAlarms"]
+    [alarm] = alarms
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": queue.rsplit(":", 1)[-1]}]
+    assert alarm["Threshold"] == 1 and alarm["AlarmActions"] == [out["alarm_topic_arn"]]
+    # Lambda sends to the destination as the function's role: it may send there, and only there.
+    grants = _grants(_role_policies(stack)["wakeful-dev-control-plane"])
+    assert grants["sqs:SendMessage"] == {queue}
+
+
 # ---------------------------------------------------------------------------
 # IAM: rendered policies, no wildcard beyond what AWS requires
 # ---------------------------------------------------------------------------
@@ -483,7 +509,10 @@ def test_control_plane_wakes_a_task_on_the_created_cluster(
     lam = stack.client("lambda")
     name = stack.outputs["control_plane_functions"]["api_handler"]
     env = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
-    for key, value in {**env, **stack.aws_env()}.items():
+    # No API in moto, so no API key: the function is given the digest of one to compare with.
+    assert env["WAKEFUL_API_KEY_SHA256"] == ""
+    digest = hashlib.sha256(b"test").hexdigest()
+    for key, value in {**env, **stack.aws_env(), "WAKEFUL_API_KEY_SHA256": digest}.items():
         monkeypatch.setenv(key, value)
     control_plane_app.reset()
     try:
@@ -639,13 +668,27 @@ def test_plan_with_the_api_creates_stage_key_and_usage_plan(stack: Stack) -> Non
         c for c in plan["resource_changes"] if c["address"] == "aws_api_gateway_stage.api[0]"
     )
     assert stage["change"]["after"]["stage_name"] == "api"
-    # Only additions: turning the API on touches nothing that is already deployed.
-    changed = [
-        c["address"]
+    # Only additions, and the key's digest in the control plane's environment (the app
+    # compares the key too): turning the API on touches nothing else that is deployed.
+    changed = {
+        c["address"]: c["change"]
         for c in plan["resource_changes"]
         if c["change"]["actions"] not in (["create"], ["no-op"], ["read"])
-    ]
-    assert not changed, changed
+    }
+    functions = {
+        f"module.control_plane.aws_lambda_function.{name}"
+        for name in stack.outputs["control_plane_functions"]
+    }
+    assert set(changed) == functions, list(changed)
+    for change in changed.values():
+        assert change["actions"] == ["update"]
+        before, after = change["before"], change["after"]
+        assert before["environment"][0]["variables"]["WAKEFUL_API_KEY_SHA256"] == ""
+        # The digest of a key not yet created is known only after apply.
+        unknown = change["after_unknown"]["environment"][0]["variables"]
+        assert unknown is True or unknown["WAKEFUL_API_KEY_SHA256"] is True
+        for key in ("handler", "runtime", "role", "memory_size", "timeout", "source_code_hash"):
+            assert after[key] == before[key], key
 
 
 # ---------------------------------------------------------------------------
