@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 from wakeful_local import demo
 from wakeful_local.resources import Timings
-from wakeful_local.signals import Interrupted, StopSignals
-from wakeful_local.stack import API_KEY, LocalStack, StackError
+from wakeful_local.signals import StopSignals
+from wakeful_local.stack import API_KEY, LocalStack, StackCancelled, StackError
 
 USAGE = """usage: python -m wakeful_local demo [--resources=python|terraform|auto] [--app=COMMAND]
        python -m wakeful_local up   [--resources=python|terraform|auto] [--app=COMMAND]
@@ -27,21 +28,25 @@ path printed) after a failure or when --workdir names one."""
 
 def up(args: list[str]) -> int:
     options = _options(args)
+    signals = StopSignals()
     stack = LocalStack(
         workdir=Path(options["workdir"]) if "workdir" in options else None,
         provisioner=options.get("resources", "python"),
         timings=Timings(idle_timeout=300),
         app_command=options.get("app") or None,
+        say=functools.partial(print, flush=True),
+        cancelled=signals.cancelled,
     )
-    with StopSignals() as signals:
+    with signals:
         try:
             stack.start()
-        except (StackError, OSError, Interrupted) as exc:
+            signals.started()
+        except (StackError, OSError) as exc:
             with signals.ignored():
                 print(f"wakeful-local: {exc}; stopping what was started", file=sys.stderr)
                 stack.stop()
             print(f"wakeful-local: logs kept in {stack.workdir}", file=sys.stderr)
-            return 130 if isinstance(exc, Interrupted) else 1
+            return 130 if isinstance(exc, StackCancelled) else 1
         print(_exports(stack), flush=True)
         signals.wait()
         with signals.ignored():

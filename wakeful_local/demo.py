@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from wakeful_local.resources import Timings
-from wakeful_local.signals import Interrupted, StopSignals
-from wakeful_local.stack import LocalStack, StackError, http
+from wakeful_local.signals import StopSignals
+from wakeful_local.stack import LocalStack, StackCancelled, StackError, http
 
 DEMO_TIMINGS = Timings(sync_interval=1.0, lease_ttl=6.0, idle_timeout=4.0)
 
@@ -173,15 +173,17 @@ def _options(args: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     options = _options(argv if argv is not None else sys.argv[1:])
     timeline = Timeline()
+    signals = StopSignals()
     stack = LocalStack(
         workdir=Path(options["workdir"]) if options.get("workdir") else None,
         provisioner=options.get("resources", "python"),
         timings=DEMO_TIMINGS,
         say=lambda line: timeline.say("setup", line),
         app_command=options.get("app"),
+        cancelled=signals.cancelled,
     )
     code = 0
-    with StopSignals() as signals:
+    with signals:
         try:
             stack.start()
             Demo(stack, timeline).run()
@@ -189,12 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         except StepFailed as exc:
             timeline.say("FAILED", str(exc))
             code = 1
+        except StackCancelled as exc:
+            timeline.say("FAILED", str(exc))
+            code = 130
         except (StackError, OSError) as exc:
             timeline.say("FAILED", f"stack: {exc}")
             code = 1
-        except Interrupted as exc:
-            timeline.say("FAILED", str(exc))
-            code = 130
         finally:
             with signals.ignored():
                 stack.stop()

@@ -1,8 +1,10 @@
 """Stop signals for the local stack's commands.
 
 One handler for the whole command, so no signal ever meets Python's default action in between:
-while the stack starts, a signal aborts the start (``Interrupted``); once it is up, a signal asks
-for a clean stop; while it stops (the backend's final upload), further signals are ignored.
+while the stack starts, a signal cancels the start (``cancelled`` is set and the start-up checks
+it between steps: raising from a handler could land inside a half-made child process or a
+buffered write); once it is up, a signal asks for a clean stop; while it stops (the backend's
+final upload), further signals are ignored.
 """
 
 from __future__ import annotations
@@ -16,17 +18,10 @@ from types import FrameType
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(Exception):
-    """A stop signal arrived while the stack was still starting."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name} during start-up")
-        self.signum = signum
-
-
 class StopSignals:
     def __init__(self) -> None:
         self._mode = "abort"
+        self.cancelled = threading.Event()
         self._received = threading.Event()
         self._previous: dict[int, object] = {}
 
@@ -40,14 +35,18 @@ class StopSignals:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self._mode == "abort":
-            self._mode = "ignore"  # one abort; the clean-up that follows must not be cut short
-            raise Interrupted(signum)
-        if self._mode == "wait":
+            self.cancelled.set()
+        elif self._mode == "wait":
             self._received.set()
 
+    def started(self) -> None:
+        """The stack is up: from now on a signal asks for a clean stop instead of aborting."""
+        if self._mode == "abort":
+            self._mode = "wait"
+
     def wait(self) -> None:
-        """From now on a signal asks for a stop; block until one has."""
-        self._mode = "wait"
+        """Block until a signal has asked for a stop."""
+        self.started()
         while not self._received.wait(0.5):
             pass
 

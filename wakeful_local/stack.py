@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +37,10 @@ class StackError(RuntimeError):
     """A step of bringing the stack up or down did not hold."""
 
 
+class StackCancelled(StackError):
+    """A stop signal arrived while the stack was starting."""
+
+
 @dataclass
 class Answer:
     status: int
@@ -51,8 +56,11 @@ class LocalStack:
         timings: resources.Timings | None = None,
         say: Callable[[str], None] = print,
         app_command: str | None = None,
+        cancelled: threading.Event | None = None,
     ) -> None:
         self.app_command = app_command
+        # Set by a stop signal during start-up; checked between steps, never raised into one.
+        self.cancelled = cancelled or threading.Event()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="wakeful-local-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.provisioner = provisioner
@@ -68,14 +76,20 @@ class LocalStack:
     def start(self) -> LocalStack:
         if not self.timings.app_port:
             self.timings = replace(self.timings, app_port=free_port())
+        self._check_cancelled()
         self.moto = MotoServer().start()
         self.say(f"moto server on {self.moto.url}")
         env = self.aws_env()
         self.names = resources.provision(
             self.provisioner, self.moto.url, env, self.workdir, self.timings, self.say
         )
+        self._check_cancelled()
         self._start_control_plane()
         return self
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise StackCancelled("a stop signal arrived during start-up")
 
     def aws_env(self) -> dict[str, str]:
         assert self.moto is not None
@@ -123,6 +137,7 @@ class LocalStack:
         self.api_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            self._check_cancelled()
             if self._chalice.poll() is not None:
                 raise StackError(
                     f"chalice local exited with {self._chalice.returncode}; "
@@ -140,7 +155,9 @@ class LocalStack:
         with contextlib.suppress(Exception):
             if self._chalice and self._chalice.poll() is None:
                 self.api("POST", "/sleep")
-                self.wait_for(lambda: self.agent_pid() is None, 30, "the backend to stop")
+                self.wait_for(
+                    lambda: self.agent_pid() is None, 30, "the backend to stop", cancellable=False
+                )
         for pid in self.agent_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -181,9 +198,13 @@ class LocalStack:
     def api(self, method: str, path: str, body: Any = None) -> Answer:
         return http(method, self.api_url + path, body, {"x-api-key": API_KEY})
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    def wait_for(
+        self, predicate: Callable[[], Any], timeout: float, what: str, cancellable: bool = True
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if cancellable:
+                self._check_cancelled()
             value = predicate()
             if value:
                 return value
