@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chalicelib.store import Backup, DatabaseStore, ObjectInfo
+    from chalicelib.model import Backup, ObjectInfo
+    from chalicelib.objects import ObjectReads
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,6 @@ class Listing:
         }
 
 
-def read(store: DatabaseStore, versions: bool = False) -> Listing:
+def read(store: ObjectReads, versions: bool = False) -> Listing:
     """List the backups, and the versions of the current key too when ``versions``."""
     return Listing(store.url, store.backups(), store.versions() if versions else [])
