@@ -75,10 +75,6 @@ class TaskLedger:
     def key(self, task_arn: str) -> str:
         return ledger_key(self.lease_name, task_arn)
 
-    def seen(self, task_arn: str) -> int | None:
-        """The newest version handled for the task, ``None`` if none was."""
-        return self.entry(task_arn).version
-
     def entry(self, task_arn: str) -> LedgerEntry:
         """What is known of the task: the newest event version handled, and whether its agent
         ever held the lease (the agent marks that itself when it acquires)."""
@@ -89,7 +85,7 @@ class TaskLedger:
                 ConsistentRead=True,
                 ProjectionExpression="version, held_token, held_at, stop_outcome",
             )
-        except (aws.ClientError, *aws.TRANSPORT_ERRORS) as exc:
+        except aws.CALL_ERRORS as exc:
             raise self._unavailable("read", exc) from exc
         item = response.get("Item") or {}
         version = item.get("version", {}).get("N")
@@ -117,7 +113,7 @@ class TaskLedger:
                     ":purge": {"N": str(int(now + KEEP_SECONDS))},
                 },
             )
-        except (aws.ClientError, *aws.TRANSPORT_ERRORS) as exc:
+        except aws.CALL_ERRORS as exc:
             raise self._unavailable("write", exc) from exc
 
     def claim_stop(self, task_arn: str) -> float | None:
@@ -139,11 +135,9 @@ class TaskLedger:
                     ":purge": {"N": str(int(now + KEEP_SECONDS))},
                 },
             )
-        except aws.ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
+        except aws.CALL_ERRORS as exc:
+            if _condition_failed(exc):
                 return None
-            raise self._unavailable("write", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
             raise self._unavailable("write", exc) from exc
         return float(f"{now:.6f}")
 
@@ -168,11 +162,9 @@ class TaskLedger:
                     ":claimed": {"N": f"{claimed_at:.6f}"},
                 },
             )
-        except aws.ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
+        except aws.CALL_ERRORS as exc:
+            if _condition_failed(exc):
                 return False
-            raise self._unavailable("write", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
             raise self._unavailable("write", exc) from exc
         return True
 
@@ -187,11 +179,9 @@ class TaskLedger:
                 ConditionExpression=COND_STOP_CLAIMED_BY,
                 ExpressionAttributeValues={":claimed": {"N": f"{claimed_at:.6f}"}},
             )
-        except aws.ClientError as exc:
-            if aws.error_code(exc) != "ConditionalCheckFailedException":
+        except aws.CALL_ERRORS as exc:
+            if not _condition_failed(exc):
                 raise self._unavailable("write", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
-            raise self._unavailable("write", exc) from exc
 
     def record(self, task_arn: str, version: int, status: str, outcome: str) -> bool:
         """Mark ``version`` handled; ``False`` when a newer one was recorded meanwhile."""
@@ -215,15 +205,18 @@ class TaskLedger:
                     ":purge": {"N": str(int(now + KEEP_SECONDS))},
                 },
             )
-        except aws.ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
+        except aws.CALL_ERRORS as exc:
+            if _condition_failed(exc):
                 return False
-            raise self._unavailable("write", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
             raise self._unavailable("write", exc) from exc
         return True
 
     def _unavailable(self, what: str, exc: BaseException) -> LeaseUnavailable:
         error = LeaseUnavailable(f"task ledger {what} on table {self.table!r} failed: {exc}")
-        error.retryable = aws.is_transient(exc)
+        error.retryable = aws.translate(exc).transient
         return error
+
+
+def _condition_failed(exc: BaseException) -> bool:
+    """The write's condition did not hold: an answer, not a failure of the call."""
+    return aws.translate(exc).code == "ConditionalCheckFailedException"
