@@ -7,7 +7,8 @@ match wins; unmatched requests pass through untouched. Faults:
 - ``hang``: accept the request and never answer (a black hole) until ``heal``/``close``.
 - ``delay``: forward, then hold the answer for some seconds.
 - ``lose_answer``: forward (the write lands), then drop the connection without answering.
-- ``fail``: answer an error status with the service's error body, without forwarding.
+- ``fail``: answer an error status with the service's error body, without forwarding (the
+  error code is the usual one for the status, or the one given: ``AccessDeniedException``).
 
 A fault is limited by a count of requests, a duration, or both, and can be removed. Every request
 is logged in ``requests`` so a test can assert, say, that no LIST was sent.
@@ -107,6 +108,7 @@ class Fault:
     until: float | None = None  # monotonic end; None = until removed
     seconds: float = 0.0  # for delay
     status: int = 503
+    code: str | None = None  # for fail: the error code in the body
     hits: int = 0
 
     def active(self, now: float) -> bool:
@@ -170,9 +172,13 @@ class FaultProxy:
         *,
         count: int | None = None,
         seconds: float | None = None,
+        code: str | None = None,
     ) -> Fault:
-        """Answer matching requests with ``status`` and the service's error body."""
-        return self._add(Fault("fail", match, count, self._until(seconds), status=status))
+        """Answer matching requests with ``status`` and the service's error body, whose code
+        is ``code`` when given (else the one the service uses for that status)."""
+        return self._add(
+            Fault("fail", match, count, self._until(seconds), status=status, code=code)
+        )
 
     def remove(self, fault: Fault) -> None:
         with self._state.lock:
@@ -251,7 +257,7 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
                 self.close_connection = True
                 return
             if fault is not None and fault.kind == "fail":
-                self._answer_error(request, fault.status)
+                self._answer_error(request, fault.status, fault.code)
                 return
             status, headers, payload = self._forward(body)
             if fault is not None and fault.kind == "lose":
@@ -341,16 +347,20 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
             if self.command != "HEAD":
                 self.wfile.write(payload)
 
-        def _answer_error(self, request: Request, status: int) -> None:
+        def _answer_error(self, request: Request, status: int, given: str | None) -> None:
             if request.service == "s3" or not request.target:
-                code = {503: "SlowDown", 500: "InternalError"}.get(status, f"Status{status}")
+                code = given or {503: "SlowDown", 500: "InternalError"}.get(
+                    status, f"Status{status}"
+                )
                 payload = (
                     f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
                     "<Message>injected by the fault proxy</Message></Error>"
                 ).encode()
                 kind = "application/xml"
             else:
-                code = "ThrottlingException" if status == 400 else "ServiceUnavailable"
+                code = given or (
+                    "ThrottlingException" if status == 400 else "ServiceUnavailable"
+                )
                 payload = json.dumps(
                     {
                         "__type": f"com.amazonaws.dynamodb.v20120810#{code}",
