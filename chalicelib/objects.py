@@ -46,7 +46,7 @@ class S3Objects:
     ) -> None:
         self.bucket = bucket
         self.key = key
-        self._s3 = client or aws.client("s3", region, endpoint_url)
+        self._s3 = client or aws.LazyClient(lambda: aws.client("s3", region, endpoint_url))
 
     @property
     def url(self) -> str:

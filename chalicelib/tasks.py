@@ -53,8 +53,8 @@ class EcsTaskLauncher:
 
     def __init__(self, settings: ControlPlaneSettings, client: Any | None = None) -> None:
         self.settings = settings
-        location = settings.location
-        self._ecs = client or aws.client("ecs", location.region)
+        region = settings.location.region
+        self._ecs = client or aws.LazyClient(lambda: aws.client("ecs", region))
         self.family = family_of(settings.task_definition)
 
     def start(self, reservation_id: str) -> TaskState:
@@ -131,6 +131,7 @@ class EcsTaskLauncher:
             if not token:
                 break
         return list(self.describe(arns).values()) if arns else []
+
 
 def describe_tasks(ecs: Any, cluster: str, task_arns: Sequence[str]) -> dict[str, TaskState]:
     """ECS's view of each task it still knows, by ARN; unknown ones are left out.
