@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import decisions
@@ -36,28 +37,17 @@ from chalicelib.observability import MetricSink
 PROOF_VERSIONS = 20
 
 
+@dataclass(frozen=True)
 class Accounting:
-    def __init__(
-        self,
-        lease: LeaseTable,
-        store: ObjectReads,
-        ledger: TaskLedger,
-        log: Any,
-        metrics: MetricSink,
-        cluster: str,
-        family: str,
-        app_port: int,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.lease = lease
-        self.store = store
-        self.ledger = ledger
-        self.log = log
-        self.metrics = metrics
-        self.cluster = cluster
-        self.family = family
-        self.app_port = app_port
-        self.clock = clock
+    lease: LeaseTable
+    store: ObjectReads
+    ledger: TaskLedger
+    log: Any
+    metrics: MetricSink
+    cluster: str
+    family: str
+    app_port: int
+    clock: Callable[[], float] = time.time
 
     def handle_event(self, raw: Any) -> str:
         """Account for one "ECS Task State Change". Returns the outcome's name.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import decisions
@@ -24,22 +25,14 @@ from chalicelib.plane.wake import release_reservation
 from chalicelib.tasks import TaskLauncher
 
 
+@dataclass(frozen=True)
 class Reconciler:
-    def __init__(
-        self,
-        lease: LeaseTable,
-        launcher: TaskLauncher,
-        accounting: Accounting,
-        log: Any,
-        metrics: MetricSink,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.lease = lease
-        self.launcher = launcher
-        self.accounting = accounting
-        self.log = log
-        self.metrics = metrics
-        self.clock = clock
+    lease: LeaseTable
+    launcher: TaskLauncher
+    accounting: Accounting
+    log: Any
+    metrics: MetricSink
+    clock: Callable[[], float] = time.time
 
     def reconcile(self) -> list[str]:
         """One run of the schedule; what it did, one line per action."""

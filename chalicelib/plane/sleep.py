@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import decisions
@@ -23,20 +24,13 @@ from chalicelib.plane.wake import release_reservation
 from chalicelib.tasks import TaskLauncher
 
 
+@dataclass(frozen=True)
 class Sleep:
-    def __init__(
-        self,
-        lease: LeaseTable,
-        launcher: TaskLauncher,
-        log: Any,
-        metrics: MetricSink,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.lease = lease
-        self.launcher = launcher
-        self.log = log
-        self.metrics = metrics
-        self.clock = clock
+    lease: LeaseTable
+    launcher: TaskLauncher
+    log: Any
+    metrics: MetricSink
+    clock: Callable[[], float] = time.time
 
     def sleep(self) -> Reply:
         """Stop the backend gracefully: ECS sends SIGTERM, the agent uploads and releases."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import decisions, report
@@ -16,20 +17,13 @@ from chalicelib.plane.reply import Reply, unavailable
 from chalicelib.tasks import TaskLauncher
 
 
+@dataclass(frozen=True)
 class Status:
-    def __init__(
-        self,
-        lease: LeaseTable,
-        store: ObjectReads,
-        launcher: TaskLauncher,
-        log: Any,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.lease = lease
-        self.store = store
-        self.launcher = launcher
-        self.log = log
-        self.clock = clock
+    lease: LeaseTable
+    store: ObjectReads
+    launcher: TaskLauncher
+    log: Any
+    clock: Callable[[], float] = time.time
 
     def status(self) -> Reply:
         now = self.clock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import decisions
@@ -27,26 +28,16 @@ from chalicelib.plane.reply import RETRY_UNAVAILABLE, Reply, retry_after, starti
 from chalicelib.tasks import TaskLauncher
 
 
+@dataclass(frozen=True)
 class Wake:
-    def __init__(
-        self,
-        lease: LeaseTable,
-        launcher: TaskLauncher,
-        log: Any,
-        metrics: MetricSink,
-        start_timeout: float,
-        app_port: int,
-        clock: Callable[[], float] = time.time,
-        new_reservation: Callable[[], str] = lambda: str(uuid.uuid4()),
-    ) -> None:
-        self.lease = lease
-        self.launcher = launcher
-        self.log = log
-        self.metrics = metrics
-        self.start_timeout = start_timeout
-        self.app_port = app_port
-        self.clock = clock
-        self.new_reservation = new_reservation
+    lease: LeaseTable
+    launcher: TaskLauncher
+    log: Any
+    metrics: MetricSink
+    start_timeout: float
+    app_port: int
+    clock: Callable[[], float] = time.time
+    new_reservation: Callable[[], str] = lambda: str(uuid.uuid4())
 
     def wake(self) -> Reply:
         """Start the backend or keep it awake. Awake: one lease write. Asleep: three calls."""
