@@ -109,8 +109,10 @@ def test_up_serves_until_ctrl_c_then_puts_the_backend_to_sleep(up_process):
     up = up_process()
     up.wait_for_line("The stack is up")
     workdir = Path(re.search(r"Work folder \(logs, each task's disk\): (\S+)", up.text())[1])
-    endpoint = up.wake()
-    assert _post(f"{endpoint}/notes", {"text": "kept across Ctrl-C"}, key=None)[0] == 201
+    # The user's path: a plain request to the app's one URL while asleep is served.
+    door = up.value("WAKEFUL_FRONT_DOOR_URL")
+    assert _get(f"{door}/notes") == (200, [])
+    assert _post(f"{door}/notes", {"text": "kept across Ctrl-C"}, key=None)[0] == 201
     # The operator CLI, pointed at the stack with the variables it printed.
     cli_env = {**up.env, **dict(re.findall(r"(\w+)=(\S+)", _exports(up.text())))}
     status = subprocess.run(
