@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib.errors import (
     CorruptDatabase,
@@ -31,11 +31,13 @@ from chalicelib.settings import AgentSettings
 from chalicelib.snapshot import remove_file, sidecars
 from chalicelib.store import DatabaseStore
 from container import state
-from container.heartbeat import Heartbeat, LeaseKeeper
+from container.deadline import Budget, Deadline, Earliest, call_within
+from container.heartbeat import Heartbeat, LeaseKeeper, LeaseTrust
 from container.identity import Identity
 from container.inbox import Inbox
 from container.process import AppProcess, Spawner
 from container.sync import Syncer
+from container.watchdog import Watchdog
 
 EXIT_CONFIG = 2
 EXIT_LEASE_HELD = 3
@@ -46,6 +48,12 @@ EXIT_RELEASE_FAILED = 7
 
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 8.0
+
+# The share of the lease TTL an app gets between SIGTERM and SIGKILL when the lease runs out
+# (never more than WAKEFUL_STOP_GRACE): it must be dead before anyone else may take over.
+KILL_GRACE_SHARE = 0.1
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,6 +89,10 @@ class Agent:
         self.syncer: Syncer | None = None
         self.app: AppProcess | None = None
         self.heartbeat: Heartbeat | None = None
+        self.watchdog: Watchdog | None = None
+        # Held while the app is started or stopped, so the watchdog never misses one.
+        self._writer_lock = threading.Lock()
+        self._budget: Budget | None = None
         self._stop_reason: str | None = None
         self._signals = 0
         self._stop_requested_at: float | None = None
@@ -113,16 +125,13 @@ class Agent:
         )
         self._mark_held(lease)
         # Renew from now on: a large download must not outlive the lease.
-        self.heartbeat = Heartbeat(
-            self.keeper, self.inbox, self.settings.idle_timeout, self.deps.clocks.wall
-        )
-        self.heartbeat.start()
+        self._start_guards()
         try:
             base_etag = self._download()
-        except (NoGoodVersion, StoreError, OSError) as exc:
+        except (NoGoodVersion, StoreError, LeaseLost, OSError) as exc:
             self.log.error(f"Failed to download database: {exc}")
             emit(self.deps.metrics, "DownloadFailed")
-            self.heartbeat.stop()
+            self._stop_guards()
             self._release_quietly()
             self._publish("exited", exit_code=EXIT_DOWNLOAD_FAILED)
             return EXIT_DOWNLOAD_FAILED
@@ -134,6 +143,7 @@ class Agent:
             self.log,
             self.deps.metrics,
             self.deps.clocks.monotonic,
+            call=self._call,
         )
         # After a fallback the current object is still the corrupt one: replace it at the
         # first sync even if the app writes nothing.
@@ -175,15 +185,50 @@ class Agent:
             )
             return lease
 
+    def _start_guards(self) -> None:
+        """The heartbeat renews; the watchdog stops the app when the lease can't be trusted."""
+        assert self.keeper is not None
+        self.heartbeat = Heartbeat(
+            self.keeper, self.inbox, self.settings.idle_timeout, self.deps.clocks.wall
+        )
+        kill_grace = min(self.settings.stop_grace, KILL_GRACE_SHARE * self.settings.lease_ttl)
+        self.watchdog = Watchdog(
+            self.keeper, self._halt, self.inbox, kill_grace, self.deps.clocks.monotonic
+        )
+        self.heartbeat.start()
+        self.watchdog.start()
+
+    def _stop_guards(self) -> None:
+        for guard in (self.heartbeat, self.watchdog):
+            if guard is not None:
+                guard.stop()
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        """Run one AWS call, waiting no longer than the lease is trusted (or the stop budget)."""
+        assert self.keeper is not None
+        deadline: Deadline = LeaseTrust(self.keeper)
+        if self._budget is not None:
+            deadline = Earliest(deadline, self._budget)
+        return call_within(fn, deadline, what)
+
+    def _halt(self, reason: str, grace: float) -> None:
+        """Stop the app within ``grace`` seconds, from any thread: the lease is lost."""
+        with self._writer_lock:
+            app = self.app
+        if app is not None and app.poll() is None:
+            self.log.error(f"Stopping the app: {reason}", extra={"grace": round(grace, 3)})
+            app.stop(grace)
+
     def _mark_held(self, lease: Lease) -> None:
         """Tell the control plane, where the next holder cannot erase it, that this task held
         the lease: its stop must then be proven by a final upload, or alarmed."""
         arn = self.deps.identity.task_arn
-        if not arn or self.deps.ledger is None:
+        ledger = self.deps.ledger
+        if not arn or ledger is None:
             return
         try:
-            self.deps.ledger.mark_held(arn, lease.token)
-        except LeaseUnavailable as exc:
+            self._call(lambda: ledger.mark_held(arn, lease.token), "mark the task held")
+        except (LeaseUnavailable, LeaseLost, OSError) as exc:
             self.log.warning(f"Could not mark the task as a holder: {exc}")
 
     def _download(self) -> str | None:
@@ -193,9 +238,9 @@ class Agent:
         os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
         self.log.info("Checking for existing database in S3...")
         incoming = local + ".download"
-        result = store.download_newest_good(incoming)
+        result = self._call(lambda: store.download_newest_good(incoming), "download")
         if result is None:
-            older = store.versions()
+            older = self._call(store.versions, "list versions")
             if older:
                 # A deleted current object is an accident far more often than a wish to start
                 # over: an empty database uploaded over it would hide every row.
@@ -244,29 +289,34 @@ class Agent:
 
     def _supervise(self, argv: Sequence[str] | None) -> int:
         assert self.keeper is not None and self.syncer is not None and self.heartbeat
-        heartbeat = self.heartbeat
-        if heartbeat.lost:
-            self._stop_reason = heartbeat.lost
+        if self.keeper.lost:
             return self._abandon(app_running=False)
         outcome = None
         if argv and not self._signals:
             outcome = self._start_app(argv)
-        self._publish("running")
+        if outcome != "lost":
+            self._publish("running")
         try:
             return self._finish(outcome or self._guarded_loop())
         finally:
-            heartbeat.stop()
+            self._stop_guards()
 
     def _start_app(self, argv: Sequence[str]) -> str | None:
-        """Start the app; ``"no-app"`` when it cannot be (the stop still uploads and releases)."""
-        self.app = AppProcess(argv, env=self._app_env(), **self._spawner())
-        try:
-            self.app.start()
-        except OSError as exc:
-            self.log.error(f"Failed to start the app {list(argv)}: {exc}")
-            self.app = None
-            return "no-app"
-        self.log.info("App started", extra={"pid": self.app.pid, "argv": list(argv)})
+        """Start the app; ``"no-app"`` when it cannot be (the stop still uploads and releases),
+        ``"lost"`` when the lease is gone already."""
+        assert self.keeper is not None
+        app = AppProcess(argv, env=self._app_env(), **self._spawner())
+        with self._writer_lock:
+            # Under the lock: the watchdog stops the app we start here, or we see it has fired.
+            if self.keeper.lost:
+                return "lost"
+            try:
+                app.start()
+            except OSError as exc:
+                self.log.error(f"Failed to start the app {list(argv)}: {exc}")
+                return "no-app"
+            self.app = app
+        self.log.info("App started", extra={"pid": app.pid, "argv": list(argv)})
         threading.Thread(target=self._watch_app, name="wakeful-app", daemon=True).start()
         return None
 
@@ -279,24 +329,21 @@ class Agent:
             return "error"
 
     def _loop(self) -> str:
-        """Wait for the next thing to do; return why we are stopping."""
-        assert self.syncer is not None
+        """Wait for the next thing to do; return why we are stopping.
+
+        The lease's expiry is not watched here: this thread may be blocked in a sync when it
+        runs out, so the watchdog stops the app on its own and posts ``lost``.
+        """
+        assert self.syncer is not None and self.keeper is not None
         interval = self.settings.sync_interval
         clocks = self.deps.clocks
         next_sync = clocks.monotonic() + interval if interval > 0 else None
-        assert self.keeper is not None and self.heartbeat is not None
         while True:
-            # Wake up in time to notice the lease running out even if a renewal hangs; the
-            # margin absorbs clock-rate differences between this host and the others.
-            deadline = self.keeper.valid_until - 0.1 * self.keeper.ttl
-            wake_at = deadline if next_sync is None else min(deadline, next_sync)
-            lapse = self._lease_lapsed(deadline)
-            if lapse:
-                self._stop_reason = lapse
+            if self.keeper.lost:
                 return "lost"
-            for message in self.inbox.wait(max(0.0, wake_at - clocks.monotonic())):
-                if message.kind == "lost":
-                    self._stop_reason = message.detail
+            timeout = None if next_sync is None else max(0.0, next_sync - clocks.monotonic())
+            for message in self.inbox.wait(timeout):
+                if message.kind == "lost" or self.keeper.lost:
                     return "lost"
                 if message.kind in ("signal", "exited", "idle"):
                     self._stop_reason = message.detail or message.kind
@@ -309,15 +356,6 @@ class Agent:
                 if self._sync("periodic") == "lost":
                     return "lost"
                 next_sync = clocks.monotonic() + interval
-
-    def _lease_lapsed(self, deadline: float) -> str | None:
-        """Why we can no longer count on the lease, if we cannot."""
-        assert self.heartbeat is not None
-        if self.deps.clocks.monotonic() >= deadline:
-            return "the lease was not renewed in time; another agent may take it over"
-        if not self.heartbeat.is_alive() and not self.heartbeat.lost:
-            return "the heartbeat stopped"
-        return None
 
     def _sync(self, reason: str, force: bool = False) -> str:
         assert self.syncer is not None
@@ -346,7 +384,8 @@ class Agent:
     # -- stopping --------------------------------------------------------------------------
 
     def _finish(self, outcome: str) -> int:
-        if outcome == "lost":
+        assert self.keeper is not None
+        if outcome == "lost" or self.keeper.lost:
             return self._abandon()
         self._publish("stopping")
         self._stop_sending_clients()
@@ -372,15 +411,17 @@ class Agent:
     def _stop_sending_clients(self) -> None:
         """Wakes from now on answer "starting", not this app's address (it is stopping)."""
         assert self.keeper is not None
+        holder = self.keeper.holder
         try:
-            self.deps.table.clear_endpoint(self.keeper.holder)
-        except LeaseUnavailable as exc:
+            self._call(lambda: self.deps.table.clear_endpoint(holder), "clear the endpoint")
+        except (LeaseUnavailable, LeaseLost, OSError) as exc:
             self.log.warning(f"Could not clear the endpoint on the lease: {exc}")
 
     def _final_upload_and_release(self) -> int | None:
         """Upload (retrying inside the stop budget), then release. ``None`` when both held."""
         assert self.syncer is not None and self.keeper is not None
         budget_end = self._budget_end()
+        self._budget = Budget(budget_end, self.deps.clocks.monotonic)
         uploaded = self._retry(
             lambda: self.syncer.sync("shutdown", force=True), budget_end, "upload"
         )
@@ -393,9 +434,13 @@ class Agent:
             )
             emit(self.deps.metrics, "FinalUploadFailed")
             return EXIT_UPLOAD_FAILED
-        assert self.heartbeat is not None
-        self.heartbeat.stop()
-        released = self._retry(self.keeper.release, budget_end, "release")
+        self._stop_guards()
+        budget = self._budget
+        keeper = self.keeper
+        # Conditioned on holder and token, a release is safe whatever the lease's trust.
+        released = self._retry(
+            lambda: call_within(keeper.release, budget, "release"), budget_end, "release"
+        )
         if released != "ok":
             self.log.error("Failed to release the lease; it will expire on its own")
             return EXIT_RELEASE_FAILED
@@ -428,15 +473,17 @@ class Agent:
 
     def _abandon(self, app_running: bool = True) -> int:
         """The fence is lost: stop at once, keep our file aside, never upload."""
+        reason = (self.keeper.lost if self.keeper else None) or self._stop_reason
+        if self.keeper is not None:
+            self.keeper.lose(str(reason))
         self.log.error(
-            f"Lease lost: {self._stop_reason}. Stopping the app without uploading",
+            f"Lease lost: {reason}. Stopping the app without uploading",
             extra={"lease": self.deps.table.name},
         )
         emit(self.deps.metrics, "LeaseLost")
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        if app_running and self.app is not None:
-            self.app.stop(min(self.settings.stop_grace, 2.0))
+        self._stop_guards()
+        if app_running:
+            self._halt(str(reason), 0.0)
         if self.syncer is not None:
             self.syncer.close()
         kept = self._set_aside()

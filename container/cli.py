@@ -14,7 +14,7 @@ from chalicelib.ledger import TaskLedger
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import AgentSettings
 from chalicelib.store import DatabaseStore
-from container import commands
+from container import commands, timeouts
 from container.agent import EXIT_CONFIG, Agent, Dependencies
 from container.identity import discover
 
@@ -74,16 +74,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logger("wakeful-agent")
     sink = metrics("wakeful-agent")
     location = settings.location
+    supervising = args.command in ("run", "serve")
+    # An agent that holds a lease must hear back from every call before its lease runs out;
+    # manual commands keep botocore's patient defaults.
+    lease_timeouts = timeouts.lease_calls(settings.lease_ttl) if supervising else None
+    store_timeouts = timeouts.store_calls(settings.lease_ttl) if supervising else None
     # Endpoints are left to boto3, which honours AWS_ENDPOINT_URL and the per-service
     # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_DYNAMODB.
-    dynamodb = aws.client("dynamodb", location.region)
+    dynamodb = aws.client("dynamodb", location.region, timeouts=lease_timeouts)
     table = LeaseTable(location.lease_table, location.lease_name, client=dynamodb)
     ledger = TaskLedger(location.lease_table, location.lease_name, client=dynamodb)
-    store = DatabaseStore(location.bucket, location.key, region=location.region,
+    store = DatabaseStore(location.bucket, location.key,
+                          client=aws.client("s3", location.region, timeouts=store_timeouts),
                           backup_retention=location.backup_retention)
     identity = discover()
     try:
-        if args.command in ("run", "serve"):
+        if supervising:
             app = list(getattr(args, "argv", []) or [])
             if app and app[0] == "--":
                 app = app[1:]

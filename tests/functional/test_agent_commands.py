@@ -30,6 +30,7 @@ from chalicelib.snapshot import take
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
 from container import commands
 from container.identity import Identity
+from tests.agent_harness import committed_ids
 from tests.conftest import BUCKET, ROOT, TABLE
 
 KEY = "db.sqlite3"
@@ -188,9 +189,7 @@ class RunningAgent:
         return f"{socket.gethostname()}:{self.process.pid}"
 
     def committed(self) -> list[int]:
-        with contextlib.suppress(FileNotFoundError):
-            return [int(line) for line in self.log.read_text().split()]
-        return []
+        return committed_ids(self.log)
 
     def wait_running(self, rows: int = 5) -> None:
         def running() -> bool:

@@ -1,0 +1,91 @@
+"""The real agent process with faults at the network edge (``tests/fault_proxy.py``).
+
+Each test points one service of one agent at a fault proxy in front of moto, and asserts what a
+user cares about: the app stopped before another agent could take the lease, the rows are in
+S3, the lease was released. Commit times come from the writer app's log, never from polling.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from tests.agent_harness import (
+    AgentProcess,
+    alive,
+    child_pid,
+    commits,
+    committed_ids,
+    env_for,
+    lease_item,
+    s3_rows,
+    wait_for,
+    writer,
+)
+from tests.fault_proxy import fault_proxy, service
+
+
+def test_hanging_dynamodb_during_a_periodic_sync_stops_the_app_before_the_lease_runs_out(
+    agent_env, tmp_path, moto_server
+):
+    with fault_proxy(moto_server.url) as proxy:
+        env = {
+            **agent_env,
+            "AWS_ENDPOINT_URL_DYNAMODB": proxy.url,
+            "WAKEFUL_LEASE_TTL": "3",
+            "WAKEFUL_SYNC_INTERVAL": "0.5",
+        }
+        log = tmp_path / "writes.log"
+        agent = AgentProcess(env, writer(env, log), tmp_path)
+        agent.wait_running()
+        app_pid = wait_for(lambda: child_pid(agent.pid), what="the app")
+        wait_for(lambda: lease_item().last_upload, what="a periodic sync")
+        # Every 0.5 s a sync renews the lease before it uploads: from now on that call hangs,
+        # and so does every renewal of the heartbeat.
+        proxy.hang(service("dynamodb"))
+        wait_for(lambda: not alive(app_pid), timeout=30, what="the app to be stopped")
+        assert agent.wait(timeout=30) == 5, agent.output()
+        stopped_at = time.time()
+
+    expires_at = lease_item().expires_at  # the last renewal that reached DynamoDB
+    assert commits(log)[-1][1] < expires_at, "the app wrote after its lease ran out"
+    # The agent itself was done soon after, not after the hung calls gave up.
+    assert stopped_at < expires_at + 1.0
+    messages = agent.messages()
+    assert any("not renewed in time" in m for m in messages), agent.output()
+    last_start = max(i for i, m in enumerate(messages) if m == "Uploading database to S3...")
+    assert not any(m.startswith("Database uploaded") for m in messages[last_start:]), (
+        "the hang did not catch a sync in flight"
+    )
+    assert list((tmp_path / "app").glob("db.sqlite3.conflict.*"))
+
+
+def test_held_dynamodb_answers_stop_the_app_before_another_agent_takes_over(
+    agent_env, tmp_path, moto_server
+):
+    """The split brain: A's renewals land but their answers are held while B starts."""
+    with fault_proxy(moto_server.url) as proxy:
+        env_a = env_for(
+            agent_env, tmp_path, "a",
+            AWS_ENDPOINT_URL_DYNAMODB=proxy.url, WAKEFUL_SYNC_INTERVAL="0.5",
+        )
+        log_a = tmp_path / "a.log"
+        a = AgentProcess(env_a, writer(env_a, log_a), tmp_path, "a")
+        a.wait_running()
+        wait_for(lambda: lease_item().last_upload, what="A's first periodic sync")
+        proxy.delay(6.0, service("dynamodb"))
+
+        env_b = env_for(agent_env, tmp_path, "b", WAKEFUL_ACQUIRE_TIMEOUT="30")
+        log_b = tmp_path / "b.log"
+        b = AgentProcess(env_b, writer(env_b, log_b), tmp_path, "b")
+        b.wait_running(timeout=45)
+        taken = lease_item()
+        assert taken.token == 2
+        late = [row for row, at in commits(log_a) if at >= taken.acquired_at]
+        assert not late, f"A's app acknowledged {len(late)} rows after B acquired the lease"
+        assert a.wait(timeout=30) == 5, a.output()
+
+    b.signal(signal.SIGTERM)
+    assert b.wait() == 0, b.output()
+    rows = s3_rows()
+    assert [row[0] for row in rows][-1] == committed_ids(log_b)[-1]
