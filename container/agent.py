@@ -32,7 +32,7 @@ from chalicelib.snapshot import remove_file, sidecars
 from chalicelib.store import DatabaseStore
 from container import state
 from container.deadline import Budget, Deadline, Earliest, call_within
-from container.heartbeat import Heartbeat, LeaseKeeper, LeaseTrust
+from container.heartbeat import Heartbeat, LeaseKeeper, LeaseTrust, trusted_until
 from container.identity import Identity
 from container.inbox import Inbox
 from container.process import AppProcess, Spawner
@@ -52,6 +52,10 @@ RETRY_MAX_DELAY = 8.0
 # The share of the lease TTL an app gets between SIGTERM and SIGKILL when the lease runs out
 # (never more than WAKEFUL_STOP_GRACE): it must be dead before anyone else may take over.
 KILL_GRACE_SHARE = 0.1
+
+# The share of the lease TTL it must still be trusted for when the app is started: an app
+# started on a lease about to run out would only be killed again, or outlive it.
+START_MARGIN_SHARE = 0.5
 
 T = TypeVar("T")
 
@@ -115,17 +119,21 @@ class Agent:
     # -- boot ------------------------------------------------------------------------------
 
     def _boot(self) -> int | None:
-        lease = self._acquire()
-        if lease is None:
+        acquired = self._acquire()
+        if acquired is None:
             code = 0 if self._signals else EXIT_LEASE_HELD
             self._publish("exited", exit_code=code)
             return code
+        lease, sent, sent_wall = acquired
+        ttl = self.settings.lease_ttl
         self.keeper = LeaseKeeper(
-            self.deps.table, lease, self.settings.lease_ttl, self.deps.clocks.monotonic
+            self.deps.table, lease, ttl, self.deps.clocks.monotonic,
+            valid_until=trusted_until(lease, ttl, sent, sent_wall),
         )
-        self._mark_held(lease)
-        # Renew from now on: a large download must not outlive the lease.
+        # Renew and watch from now on, before anything else can block: neither marking the
+        # task held nor a large download may outlive the lease.
         self._start_guards()
+        self._mark_held(lease)
         try:
             base_etag = self._download()
         except (NoGoodVersion, StoreError, LeaseLost, OSError) as exc:
@@ -150,13 +158,17 @@ class Agent:
         self.syncer.start_watching(dirty=self._fell_back)
         return None
 
-    def _acquire(self) -> Lease | None:
-        """Take the lease, waiting up to the acquire timeout for a live holder to go."""
+    def _acquire(self) -> tuple[Lease, float, float] | None:
+        """Take the lease, waiting up to the acquire timeout for a live holder to go.
+
+        Returns the lease and when (monotonic, wall) the request that returned it was sent.
+        """
         clocks = self.deps.clocks
         deadline = clocks.monotonic() + self.settings.acquire_timeout
         identity = self.deps.identity
         delay = RETRY_FIRST_DELAY
         while True:
+            sent, sent_wall = clocks.monotonic(), clocks.wall()
             try:
                 lease = self.deps.table.acquire(
                     identity.holder,
@@ -183,7 +195,7 @@ class Agent:
                 "Lease acquired",
                 extra={"holder": lease.holder, "token": lease.token, "lease": lease.name},
             )
-            return lease
+            return lease, sent, sent_wall
 
     def _start_guards(self) -> None:
         """The heartbeat renews; the watchdog stops the app when the lease can't be trusted."""
@@ -294,6 +306,8 @@ class Agent:
         outcome = None
         if argv and not self._signals:
             outcome = self._start_app(argv)
+        elif not argv and not self._trusted_for_a_start():
+            outcome = "lost"  # ``startup`` returns at "running": the user's app starts then
         if outcome != "lost":
             self._publish("running")
         try:
@@ -305,6 +319,8 @@ class Agent:
         """Start the app; ``"no-app"`` when it cannot be (the stop still uploads and releases),
         ``"lost"`` when the lease is gone already."""
         assert self.keeper is not None
+        if not self._trusted_for_a_start():
+            return "lost"
         app = AppProcess(argv, env=self._app_env(), **self._spawner())
         with self._writer_lock:
             # Under the lock: the watchdog stops the app we start here, or we see it has fired.
@@ -319,6 +335,25 @@ class Agent:
         self.log.info("App started", extra={"pid": app.pid, "argv": list(argv)})
         threading.Thread(target=self._watch_app, name="wakeful-app", daemon=True).start()
         return None
+
+    def _trusted_for_a_start(self) -> bool:
+        """Whether the lease holds long enough to start the app; renews once if it is short."""
+        assert self.keeper is not None
+        keeper = self.keeper
+        margin = START_MARGIN_SHARE * keeper.ttl
+        if keeper.trusted_for() >= margin:
+            return True
+        try:
+            self._call(keeper.renew, "renew the lease before starting the app")
+        except (LeaseLost, LeaseUnavailable, OSError) as exc:
+            self.log.warning(f"Could not renew the lease before starting the app: {exc}")
+        if keeper.trusted_for() >= margin:
+            return True
+        keeper.lose(
+            f"the lease is trusted for {max(0.0, keeper.trusted_for()):.1f} s, less than the "
+            f"{margin:.1f} s needed to start the app"
+        )
+        return False
 
     def _guarded_loop(self) -> str:
         """The loop; an unexpected error still ends in the final upload and release."""

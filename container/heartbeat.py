@@ -15,6 +15,16 @@ from container.inbox import Inbox
 CLOCK_MARGIN = 0.1
 
 
+def trusted_until(lease: Lease, ttl: float, sent: float, sent_wall: float) -> float:
+    """Until when (monotonic) a lease returned by a request sent at ``sent`` can be counted on.
+
+    A fresh acquisition expires ``ttl`` after it was sent, however late its answer came. An
+    acquire that found our own earlier attempt's item (that answer was lost) returns the expiry
+    the earlier attempt wrote, sooner still: whichever ends first.
+    """
+    return sent + min(ttl, lease.expires_at - sent_wall)
+
+
 class LeaseKeeper:
     """Owns the agent's view of its lease: holder, token, and until when it can be trusted."""
 

@@ -89,3 +89,23 @@ def test_held_dynamodb_answers_stop_the_app_before_another_agent_takes_over(
     assert b.wait() == 0, b.output()
     rows = s3_rows()
     assert [row[0] for row in rows][-1] == committed_ids(log_b)[-1]
+
+
+def test_a_lease_counts_from_the_acquire_that_wrote_it_not_from_the_answer(
+    agent_env, tmp_path, moto_server
+):
+    """Two acquires land with their answers lost; the third finds the first one's item."""
+    with fault_proxy(moto_server.url) as proxy:
+        acquire = service("dynamodb", "UpdateItem")
+        proxy.lose_answer(acquire, count=2)
+        env = {**agent_env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.url, "WAKEFUL_LEASE_TTL": "3"}
+        log = tmp_path / "writes.log"
+        agent = AgentProcess(env, writer(env, log), tmp_path)
+        wait_for(lambda: sum(acquire(r) for r in proxy.requests) >= 3, what="the third acquire")
+        proxy.hang(service("dynamodb"))  # no renewal gets through from now on
+        assert agent.wait(timeout=30) == 5, agent.output()
+
+    lease = lease_item()
+    assert lease.token == 1, "the retries were one acquisition"
+    late = [row for row, at in commits(log) if at >= lease.expires_at]
+    assert not late, f"the app acknowledged {len(late)} rows after the lease expired"

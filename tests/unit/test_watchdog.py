@@ -9,7 +9,7 @@ import pytest
 from chalicelib.errors import LeaseLost
 from chalicelib.lease import HELD, Lease
 from container.deadline import Budget, Earliest, call_within
-from container.heartbeat import LeaseKeeper, LeaseTrust
+from container.heartbeat import LeaseKeeper, LeaseTrust, trusted_until
 from container.inbox import Inbox
 from container.watchdog import NOT_RENEWED, Watchdog
 
@@ -109,3 +109,14 @@ def test_the_earliest_deadline_names_the_error():
     with pytest.raises(TimeoutError, match="release did not finish within the stop budget"):
         call_within(never.wait, Earliest(LeaseTrust(held), spent), "release")
     never.set()
+
+
+def test_trust_counts_from_when_the_acquire_was_sent():
+    sent, sent_wall = 500.0, 1_800_000_000.0
+    fresh = Lease(name=NoTable.name, state=HELD, holder="me", token=1,
+                  expires_at=sent_wall + 0.01 + TTL)  # written just after it was sent
+    assert trusted_until(fresh, TTL, sent, sent_wall) == sent + TTL
+    # Our own earlier attempt wrote it 1.5 s before this one was sent (its answer was lost).
+    earlier = Lease(name=NoTable.name, state=HELD, holder="me", token=1,
+                    expires_at=sent_wall - 1.5 + TTL)
+    assert trusted_until(earlier, TTL, sent, sent_wall) == pytest.approx(sent + TTL - 1.5)
