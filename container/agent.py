@@ -175,6 +175,7 @@ class Agent:
                     self.settings.lease_ttl,
                     reservation_id=self.settings.reservation_id,
                     task_arn=identity.task_arn,
+                    boot=identity.boot,
                 )
             except (LeaseHeld, LeaseUnavailable) as exc:
                 if self._signals:

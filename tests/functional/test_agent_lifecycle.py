@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -445,3 +448,46 @@ def test_a_wake_without_writes_does_not_add_a_backup(agent_env, tmp_path):
     )
     assert len(listed.get("Contents", [])) == 1
     assert any(m.startswith("Backup skipped") for m in idle.messages())
+
+
+class _TaskMetadata(BaseHTTPRequestHandler):
+    """The ECS task metadata endpoint, naming the same task to every agent that asks."""
+
+    ARN = "arn:aws:ecs:us-east-1:123456789012:task/wakeful/0123456789abcdef"
+
+    def do_GET(self) -> None:
+        body = json.dumps({"TaskARN": self.ARN}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_a_second_agent_with_the_same_task_arn_is_another_holder(agent_env, tmp_path):
+    """A restarted or duplicated agent process must not share its predecessor's token."""
+    server = HTTPServer(("127.0.0.1", 0), _TaskMetadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    metadata = f"http://127.0.0.1:{server.server_address[1]}/v4/container"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    app = [sys.executable, IDLE, "--marker", str(markers)]
+    try:
+        first = AgentProcess(_env(agent_env, tmp_path, "first",
+                                  ECS_CONTAINER_METADATA_URI_V4=metadata), app, tmp_path, "first")
+        first.wait_running()
+        second = AgentProcess(
+            _env(agent_env, tmp_path, "second", ECS_CONTAINER_METADATA_URI_V4=metadata,
+                 WAKEFUL_ACQUIRE_TIMEOUT="1"),
+            app, tmp_path, "second",
+        )
+        assert second.wait() == 3, second.output()
+    finally:
+        server.shutdown()
+    assert len(list(markers.iterdir())) == 1, "two apps ran on one lease"
+    lease = lease_item()
+    assert (lease.holder, lease.token) == (_TaskMetadata.ARN, 1)
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0, first.output()
