@@ -28,14 +28,14 @@ from chalicelib.lease import Lease, LeaseTable
 from chalicelib.ledger import TaskLedger
 from chalicelib.observability import emit
 from chalicelib.settings import AgentSettings
-from chalicelib.snapshot import remove_file, sidecars
+from chalicelib.snapshot import remove_file, sidecars, take
 from chalicelib.store import DatabaseStore
 from container import state
 from container.deadline import Budget, Deadline, Earliest, call_within
 from container.heartbeat import Heartbeat, LeaseKeeper, LeaseTrust, trusted_until
 from container.identity import Identity
 from container.inbox import Inbox
-from container.process import AppProcess, Spawner
+from container.process import AppProcess, ProcessGroup, Spawner, open_elsewhere
 from container.sync import Syncer
 from container.watchdog import Watchdog
 
@@ -84,7 +84,14 @@ class Dependencies:
 class Agent:
     """One agent process. ``run`` supervises an app; ``serve`` only keeps the database synced."""
 
-    def __init__(self, settings: AgentSettings, deps: Dependencies) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        deps: Dependencies,
+        writer_group: ProcessGroup | None = None,
+    ) -> None:
+        """``writer_group``: for ``startup``, the entrypoint's process group, whose app must
+        be stopped when the lease is lost (``run`` supervises its own app instead)."""
         self.settings = settings
         self.deps = deps
         self.log = deps.log
@@ -92,6 +99,7 @@ class Agent:
         self.keeper: LeaseKeeper | None = None
         self.syncer: Syncer | None = None
         self.app: AppProcess | None = None
+        self.writer_group = writer_group
         self.heartbeat: Heartbeat | None = None
         self.watchdog: Watchdog | None = None
         # Held while the app is started or stopped, so the watchdog never misses one.
@@ -224,13 +232,25 @@ class Agent:
             deadline = Earliest(deadline, self._budget)
         return call_within(fn, deadline, what)
 
-    def _halt(self, reason: str, grace: float) -> None:
-        """Stop the app within ``grace`` seconds, from any thread: the lease is lost."""
+    def _writer(self) -> AppProcess | ProcessGroup | None:
+        """Whatever writes the database: our app, or the entrypoint's group that keeps it."""
         with self._writer_lock:
-            app = self.app
-        if app is not None and app.poll() is None:
-            self.log.error(f"Stopping the app: {reason}", extra={"grace": round(grace, 3)})
-            app.stop(grace)
+            return self.app if self.app is not None else self.writer_group
+
+    def _halt(self, reason: str, grace: float) -> bool:
+        """Stop the app within ``grace`` seconds, from any thread: the lease is lost.
+
+        ``True`` when no writer is left running.
+        """
+        writer = self._writer()
+        if writer is None:
+            return True
+        if writer.poll() is None:
+            self.log.error(
+                f"Stopping the app: {reason}", extra={"pid": writer.pid, "grace": round(grace, 3)}
+            )
+            writer.stop(grace)
+        return writer.poll() is not None
 
     def _mark_held(self, lease: Lease) -> None:
         """Tell the control plane, where the next holder cannot erase it, that this task held
@@ -518,22 +538,35 @@ class Agent:
         )
         emit(self.deps.metrics, "LeaseLost")
         self._stop_guards()
-        if app_running:
-            self._halt(str(reason), 0.0)
+        writer_gone = self._halt(str(reason), 0.0) if app_running else True
         if self.syncer is not None:
             self.syncer.close()
-        kept = self._set_aside()
+        kept = self._set_aside(writer_gone)
         if kept:
             self.log.error(f"Local database kept aside at {kept}")
         self._publish("exited", exit_code=EXIT_LEASE_LOST, conflict=kept)
         return EXIT_LEASE_LOST
 
-    def _set_aside(self) -> str | None:
+    def _set_aside(self, writer_gone: bool) -> str | None:
+        """Keep the local database as ``.conflict.<time>``: moved if nothing has it open any
+        more, else copied (a consistent snapshot) and left where its writer has it."""
         local = self.settings.local_path
         if not os.path.exists(local):
             return None
         stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(self.deps.clocks.wall()))
         target = f"{local}.conflict.{stamp}"
+        holders = open_elsewhere([local, *sidecars(local)])
+        if not writer_gone or holders:
+            self.log.error(
+                "The database is still open by another process; copying it aside, not moving it",
+                extra={"pids": holders},
+            )
+            try:
+                take(local, target)
+            except (CorruptDatabase, OSError) as exc:
+                self.log.error(f"Could not copy the database aside ({exc}); it stays at {local}")
+                return None
+            return target
         # The WAL moves with the file under the matching name, so the copy stays complete.
         for suffix in ("-wal", "-journal"):
             if os.path.exists(local + suffix):

@@ -17,6 +17,7 @@ from chalicelib.store import DatabaseStore
 from container import commands, timeouts
 from container.agent import EXIT_CONFIG, Agent, Dependencies
 from container.identity import discover
+from container.process import ProcessGroup
 
 USAGE_EXAMPLES = """\
 examples:
@@ -37,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="acquire, download, run CMD, sync, upload on stop, release")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD", help="the app to run")
-    sub.add_parser("serve", help=argparse.SUPPRESS)
+    serve = sub.add_parser("serve", help=argparse.SUPPRESS)  # what ``startup`` runs
+    serve.add_argument("--writer-group", type=int, metavar="PGID",
+                       help="the process group to stop when the lease is lost")
     sub.add_parser("startup", help="start a background agent (download, then sync periodically)")
     sub.add_parser("shutdown", help="stop the background agent: final upload, then release")
     down = sub.add_parser("download", help="download and verify the current database")
@@ -97,8 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("wakeful-agent: run needs the app's command: run -- CMD...",
                       file=sys.stderr)
                 return EXIT_CONFIG
+            group = getattr(args, "writer_group", None)
             agent = Agent(
-                settings, Dependencies(table, store, identity, log, sink, ledger=ledger)
+                settings, Dependencies(table, store, identity, log, sink, ledger=ledger),
+                writer_group=ProcessGroup(group) if group is not None else None,
             )
             return agent.run(app or None)
         ctx = commands.Context(settings, table, store, identity, log, sink)

@@ -296,8 +296,11 @@ def startup(ctx: Context, timeout: float = 180.0) -> int:
     if state.live_agent(local):
         ctx.out("[INFO] An agent is already running for this database")
         return EXIT_OK
+    # The caller's process group (an entrypoint script, and the app it starts next) is the
+    # writer the agent stops if it loses the lease.
     process = subprocess.Popen(
-        [sys.executable, "-m", "container", "serve"], start_new_session=True
+        [sys.executable, "-m", "container", "serve", "--writer-group", str(os.getpgrp())],
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -562,9 +562,11 @@ def test_upload_refused_while_another_holder_has_the_lease(world: World):
 def startup(world: World, pids: list[int]) -> None:
     # Not captured through pipes: the background agent keeps its output (it logs there).
     with open(world.tmp / "startup.out", "ab") as out:
+        # A session of its own, like a container's entrypoint: the background agent stops
+        # the group that ran ``startup`` if it loses the lease, and that must not be pytest's.
         code = subprocess.run(
             [sys.executable, "-m", "container", "startup"], env=world.env, cwd=str(ROOT),
-            stdout=out, stderr=subprocess.STDOUT, timeout=60,
+            stdout=out, stderr=subprocess.STDOUT, timeout=60, start_new_session=True,
         ).returncode
     assert code == 0, (world.tmp / "startup.out").read_text()
     pid = world.state().get("pid")
