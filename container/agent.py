@@ -29,14 +29,14 @@ from chalicelib.ledger import TaskLedger
 from chalicelib.observability import emit
 from chalicelib.settings import AgentSettings
 from chalicelib.snapshot import remove_file, sidecars, take
-from chalicelib.store import DatabaseStore
+from chalicelib.store import DatabaseStore, ObjectInfo
 from container import state
 from container.deadline import Budget, Deadline, Earliest, call_within
 from container.heartbeat import Heartbeat, LeaseKeeper, LeaseTrust, trusted_until
 from container.identity import Identity
 from container.inbox import Inbox
 from container.process import AppProcess, ProcessGroup, Spawner, open_elsewhere
-from container.sync import Syncer
+from container.sync import Syncer, SyncResult
 from container.watchdog import Watchdog
 
 EXIT_CONFIG = 2
@@ -56,6 +56,10 @@ KILL_GRACE_SHARE = 0.1
 # The share of the lease TTL it must still be trusted for when the app is started: an app
 # started on a lease about to run out would only be killed again, or outlive it.
 START_MARGIN_SHARE = 0.5
+
+# A timestamped backup after the final upload (a LIST, a COPY, a LIST to prune) is worth
+# starting only with this much of the stop budget left.
+BACKUP_MIN_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -474,12 +478,19 @@ class Agent:
             self.log.warning(f"Could not clear the endpoint on the lease: {exc}")
 
     def _final_upload_and_release(self) -> int | None:
-        """Upload (retrying inside the stop budget), then release. ``None`` when both held."""
+        """Upload (retrying inside the stop budget), release, then back up if time is left.
+
+        ``None`` when upload and release held. The backup is optional: bucket versioning
+        already keeps what it copies, so it must never delay the release.
+        """
         assert self.syncer is not None and self.keeper is not None
+        syncer = self.syncer
         budget_end = self._budget_end()
         self._budget = Budget(budget_end, self.deps.clocks.monotonic)
+        results: list[SyncResult] = []
         uploaded = self._retry(
-            lambda: self.syncer.sync("shutdown", force=True), budget_end, "upload"
+            lambda: results.append(syncer.sync("shutdown", force=True, backup=False)),
+            budget_end, "upload",
         )
         if uploaded == "lost":
             return self._abandon(app_running=False)
@@ -501,8 +512,24 @@ class Agent:
             self.log.error("Failed to release the lease; it will expire on its own")
             return EXIT_RELEASE_FAILED
         self.log.info("Lease released", extra={"lease": self.keeper.table.name})
-        self.syncer.close()
+        syncer.close()
+        final = results[-1].info if results else None
+        if final is not None:
+            self._backup_in_what_is_left(final)
         return None
+
+    def _backup_in_what_is_left(self, info: ObjectInfo) -> None:
+        assert self.syncer is not None and self._budget is not None
+        budget = self._budget
+        left = budget.remaining()
+        if left < BACKUP_MIN_SECONDS:
+            self.log.warning(
+                f"Backup skipped: only {max(0.0, left):.1f} s of the stop budget left "
+                "(bucket versioning keeps the uploaded version)"
+            )
+            return
+        # The lease is released: the backup copies one version and needs no lease.
+        self.syncer.backup(info, call=lambda fn, what: call_within(fn, budget, what))
 
     def _retry(self, action: Callable[[], Any], deadline: float, what: str) -> str:
         """``ok``, ``lost`` (fence refused), or ``failed`` once the budget is spent."""

@@ -71,7 +71,9 @@ class Syncer:
     def needed(self) -> bool:
         return self._pending or self._watcher.changed()
 
-    def sync(self, reason: str, force: bool = False) -> SyncResult:
+    def sync(self, reason: str, force: bool = False, backup: bool = True) -> SyncResult:
+        """Upload if the database changed (or ``force``); ``backup=False`` leaves the
+        timestamped backup to the caller (the final upload releases the lease first)."""
         started = self._clock()
         if not os.path.exists(self.local_path):
             self.log.info("No local database yet; nothing to upload", extra={"reason": reason})
@@ -121,17 +123,18 @@ class Syncer:
         )
         emit(self.metrics, "SyncDuration", seconds, MetricUnit.Seconds, reason=reason)
         emit(self.metrics, "DatabaseSize", info.size, MetricUnit.Bytes)
-        if reason in BACKUP_REASONS:
+        if backup and reason in BACKUP_REASONS:
             self.backup(info)
         return SyncResult(True, info, seconds, reason)
 
-    def backup(self, info: ObjectInfo) -> None:
+    def backup(self, info: ObjectInfo, call: Caller | None = None) -> None:
         """Timestamped backup and retention; a failure here never fails the sync.
 
         A backup identical to the newest one is skipped: a backend woken and put back to sleep
         without writes must not push distinct restore points out of the retention window.
+        ``call`` bounds its calls differently (after the release: by the stop budget alone).
         """
-        call = self._call
+        call = call or self._call
         try:
             newest = call(self.store.newest_backup, "find the newest backup")
             if newest is not None and info.sha256 and newest.sha256 == info.sha256:

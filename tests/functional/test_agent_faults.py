@@ -8,7 +8,10 @@ S3, the lease was released. Commit times come from the writer app's log, never f
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
+
+import pytest
 
 from tests.agent_harness import (
     AgentProcess,
@@ -109,3 +112,33 @@ def test_a_lease_counts_from_the_acquire_that_wrote_it_not_from_the_answer(
     assert lease.token == 1, "the retries were one acquisition"
     late = [row for row, at in commits(log) if at >= lease.expires_at]
     assert not late, f"the app acknowledged {len(late)} rows after the lease expired"
+
+
+@pytest.mark.parametrize("budget", [4.0, 6.0], ids=["backup-skipped", "backup-cut-short"])
+def test_slow_s3_at_stop_releases_the_lease_before_any_backup(
+    agent_env, tmp_path, moto_server, budget
+):
+    with fault_proxy(moto_server.url) as proxy:
+        env = {**agent_env, "AWS_ENDPOINT_URL_S3": proxy.url, "WAKEFUL_STOP_BUDGET": str(budget)}
+        log = tmp_path / "writes.log"
+        agent = AgentProcess(env, writer(env, log), tmp_path)
+        agent.wait_running()
+        wait_for(lambda: len(committed_ids(log)) >= 10, what="rows")
+        proxy.delay(2.5, service("s3"))  # every answer from now on
+        agent.signal(signal.SIGTERM)
+        try:
+            # ECS kills the container at its stop timeout (the budget, and a little more).
+            code = agent.process.wait(timeout=budget + 2)
+        except subprocess.TimeoutExpired:
+            code = None
+            agent.kill()
+
+    lease = lease_item()
+    assert lease.state == "FREE", f"exit {code}, lease not released:\n{agent.output()}"
+    assert lease.last_upload["reason"] == "shutdown"
+    assert [row[0] for row in s3_rows()] == committed_ids(log)
+    assert code == 0, agent.output()
+    # The optional backup got what was left of the budget, and says so when it ran out.
+    assert any("backup" in m.lower() and "stop budget" in m for m in agent.messages()), (
+        agent.output()
+    )
