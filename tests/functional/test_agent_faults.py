@@ -25,7 +25,7 @@ from tests.agent_harness import (
     wait_for,
     writer,
 )
-from tests.fault_proxy import fault_proxy, service
+from tests.fault_proxy import fault_proxy, s3_put, service
 
 
 def test_hanging_dynamodb_during_a_periodic_sync_stops_the_app_before_the_lease_runs_out(
@@ -142,3 +142,29 @@ def test_slow_s3_at_stop_releases_the_lease_before_any_backup(
     assert any("backup" in m.lower() and "stop budget" in m for m in agent.messages()), (
         agent.output()
     )
+
+
+def test_a_periodic_upload_whose_answers_were_all_lost_is_not_a_lost_fence(
+    agent_env, tmp_path, moto_server
+):
+    with fault_proxy(moto_server.url) as proxy:
+        env = {**agent_env, "AWS_ENDPOINT_URL_S3": proxy.url, "WAKEFUL_SYNC_INTERVAL": "0.3"}
+        log = tmp_path / "writes.log"
+        agent = AgentProcess(env, writer(env, log), tmp_path)
+        agent.wait_running()
+        wait_for(lambda: lease_item().last_upload, what="a first periodic sync")
+        # One sync's PUT lands, and its answer and its retries' answers are all lost.
+        lost = proxy.lose_answer(s3_put("db.sqlite3"), count=None)
+        wait_for(lambda: any(m.startswith("Failed to upload") for m in agent.messages()),
+                 what="a sync that failed")
+        proxy.remove(lost)
+        # The next syncs send newer snapshots, swapped against the ETag the agent last saw.
+        seen = (lease_item().last_upload or {}).get("version_id")
+        wait_for(lambda: agent.process.poll() is not None
+                 or (lease_item().last_upload or {}).get("version_id") != seen,
+                 what="a sync after the lost answers")
+        assert agent.process.poll() is None, f"the agent gave up:\n{agent.output()}"
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    assert not any(m.startswith("Lease lost") for m in agent.messages())
+    assert [row[0] for row in s3_rows()] == committed_ids(log)

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.config import Config
 
-from chalicelib.errors import FencingError, NoGoodVersion, NotFound
+from chalicelib.errors import FencingError, NoGoodVersion, NotFound, StoreUnavailable
 from chalicelib.snapshot import Snapshot, take
 from chalicelib.store import DatabaseStore, MiB, ObjectInfo, UploadIntent
 from tests.conftest import BUCKET
+from tests.fault_proxy import fault_proxy, s3_put
 
 KEY = "db.sqlite3"
 
@@ -443,8 +445,48 @@ def test_a_retried_upload_whose_first_attempt_won_is_not_a_lost_fence(store, tmp
     won = store.upload(snap, base.etag, intent(token=4))
     retried = store.upload(snap, base.etag, intent(token=4))
     assert retried.etag == won.etag and retried.version_id == won.version_id
-    # Another holder's object, or other bytes under our name, are still a lost fence.
-    with pytest.raises(FencingError):
-        store.upload(snapshot_of(tmp_path, 6, "other"), base.etag, intent(token=4))
+    # Another holder's object is still a lost fence.
     with pytest.raises(FencingError):
         store.upload(snap, base.etag, intent(holder="task-b", token=5))
+    with pytest.raises(FencingError):
+        store.upload(snap, base.etag, intent(token=5))  # our holder id, another holding
+
+
+def _through(proxy) -> DatabaseStore:
+    """A store whose S3 client goes through the fault proxy (three attempts a call)."""
+    client = boto3.client(
+        "s3", endpoint_url=proxy.url,
+        config=Config(retries={"total_max_attempts": 3, "mode": "standard"}, read_timeout=5),
+    )
+    return DatabaseStore(BUCKET, KEY, client=client, clock=FakeClock(), sleep=lambda _s: None)
+
+
+def test_our_own_upload_whose_every_answer_was_lost_is_ours_whatever_the_next_snapshot(
+    resources, tmp_path
+):
+    with fault_proxy(resources.url) as proxy:
+        store = _through(proxy)
+        base = store.upload(snapshot_of(tmp_path, 3), None, intent(token=4))
+        # The PUT lands; its answer and those of both retries (refused: it landed) are lost.
+        proxy.lose_answer(s3_put(KEY), count=3)
+        with pytest.raises(StoreUnavailable):
+            store.upload(snapshot_of(tmp_path, 5, "landed"), base.etag, intent(token=4))
+        # The next sync swaps a newer snapshot against the ETag this holder last *saw*.
+        newer = snapshot_of(tmp_path, 8, "newer")
+        info = store.upload(newer, base.etag, intent(token=4))
+        head = store.head()
+    assert (head.etag, head.sha256) == (info.etag, newer.sha256)
+    # Nothing was overwritten that was not ours: base, ours (landed), newer.
+    assert [v.size > 0 for v in store.versions()] == [True, True, True]
+
+
+def test_a_conditional_request_conflict_is_retried_not_a_lost_fence(resources, tmp_path):
+    with fault_proxy(resources.url) as proxy:
+        store = _through(proxy)
+        base = store.upload(snapshot_of(tmp_path, 3), None, intent())
+        # S3's 409: another conditional write to the key was in flight; the same one may pass.
+        proxy.fail(409, s3_put(KEY), count=1, code="ConditionalRequestConflict")
+        snap = snapshot_of(tmp_path, 5, "next")
+        info = store.upload(snap, base.etag, intent())
+    assert store.head().etag == info.etag
+    assert store.head().sha256 == snap.sha256
