@@ -30,7 +30,7 @@ from chalicelib.observability import emit
 from chalicelib.settings import AgentSettings
 from chalicelib.snapshot import remove_file, sidecars, take
 from chalicelib.store import DatabaseStore, ObjectInfo
-from container import state
+from container import retry, state
 from container.deadline import Budget, Deadline, Earliest, call_within
 from container.heartbeat import Heartbeat, LeaseKeeper, LeaseTrust, trusted_until
 from container.identity import Identity
@@ -47,7 +47,9 @@ EXIT_UPLOAD_FAILED = 6
 EXIT_RELEASE_FAILED = 7
 
 RETRY_FIRST_DELAY = 0.5
-RETRY_MAX_DELAY = 8.0
+
+# What a later attempt may cure: the service answered badly or not at all, the snapshot was bad.
+RETRYABLE = (StoreUnavailable, LeaseUnavailable, CorruptDatabase, OSError)
 
 # The share of the lease TTL an app gets between SIGTERM and SIGKILL when the lease runs out
 # (never more than WAKEFUL_STOP_GRACE): it must be dead before anyone else may take over.
@@ -534,25 +536,24 @@ class Agent:
     def _retry(self, action: Callable[[], Any], deadline: float, what: str) -> str:
         """``ok``, ``lost`` (fence refused), or ``failed`` once the budget is spent."""
         clocks = self.deps.clocks
-        delay = RETRY_FIRST_DELAY
-        attempts = 0
-        while True:
-            if attempts and self._signals >= 2:
+
+        def keep_trying() -> bool:
+            if self._signals >= 2:
                 self.log.error(f"Second signal: not retrying the {what}")
-                return "failed"
-            attempts += 1
-            try:
-                action()
-                return "ok"
-            except (FencingError, LeaseLost) as exc:
-                self._stop_reason = str(exc)
-                return "lost"
-            except (StoreUnavailable, LeaseUnavailable, CorruptDatabase, OSError) as exc:
-                self.log.warning(f"Failed to {what}: {exc}")
-                if clocks.monotonic() + delay >= deadline:
-                    return "failed"
-                clocks.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY)
+                return False
+            return True
+
+        try:
+            retry.within_budget(
+                action, deadline, clocks.monotonic, clocks.sleep, RETRYABLE,
+                lambda exc: self.log.warning(f"Failed to {what}: {exc}"), keep_trying,
+            )
+        except (FencingError, LeaseLost) as exc:
+            self._stop_reason = str(exc)
+            return "lost"
+        except RETRYABLE:
+            return "failed"
+        return "ok"
 
     def _abandon(self, app_running: bool = True) -> int:
         """The fence is lost: stop at once, keep our file aside, never upload."""
