@@ -12,8 +12,10 @@ Every upload is a compare-and-swap: ``IfMatch`` on the ETag this writer last saw
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import threading
 import time
@@ -49,6 +51,8 @@ SINGLE_COPY_LIMIT = 5 * 1024 * MiB  # CopyObject's own limit
 UPLOAD_TRIES = 3
 CONFLICT_PAUSE = 0.2
 _MISSING = ("404", "NoSuchKey", "NoSuchVersion")
+# S3 hashed what it received and it was not what the writer hashed: the bytes changed on the way.
+_BAD_DIGEST = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
 
 # Progress callbacks receive the number of bytes moved since the previous call.
 Progress = Callable[[int], None]
@@ -377,18 +381,26 @@ class DatabaseStore:
             if snapshot.size >= self.multipart_threshold:
                 return self._multipart(snapshot, metadata, condition, progress)
             with open(snapshot.path, "rb") as body:
+                # The sha256 of the snapshot as it was checked: S3 refuses bytes that differ.
                 response = self._s3.put_object(
                     Bucket=self.bucket,
                     Key=self.key,
                     Body=body,
                     Metadata=metadata,
                     ContentType="application/vnd.sqlite3",
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=base64.b64encode(bytes.fromhex(snapshot.sha256)).decode(),
                     **condition,
                 )
             if progress:
                 progress(snapshot.size)
             return response
         except aws.ClientError as exc:
+            if aws.error_code(exc) in _BAD_DIGEST:
+                raise CorruptDatabase(
+                    self.url, f"S3 refused the upload: the bytes it received do not match their "
+                    f"checksum ({aws.error_code(exc)}); a new snapshot is needed",
+                ) from exc
             if _conflict(exc):
                 raise _Conflict() from exc
             # IfMatch on an object someone deleted answers 404, a retried completion of a
@@ -423,7 +435,7 @@ class DatabaseStore:
         self._precheck(condition)
         upload_id = self._s3.create_multipart_upload(
             Bucket=self.bucket, Key=self.key, Metadata=metadata,
-            ContentType="application/vnd.sqlite3",
+            ContentType="application/vnd.sqlite3", ChecksumAlgorithm="SHA256",
         )["UploadId"]
         try:
             parts = self._upload_parts(snapshot, upload_id, progress)
@@ -461,14 +473,15 @@ class DatabaseStore:
             with open(snapshot.path, "rb") as handle:
                 handle.seek(offset)
                 body = handle.read(self.part_size)
+            checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
             response = self._s3.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=upload_id,
-                PartNumber=number, Body=body,
+                PartNumber=number, Body=body, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
             )
             if progress:
                 with lock:
                     progress(len(body))
-            return {"PartNumber": number, "ETag": response["ETag"]}
+            return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = [
