@@ -13,7 +13,7 @@ from chalicelib.lease import LeaseTable
 from chalicelib.ledger import TaskLedger
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import AgentSettings
-from chalicelib.store import DatabaseStore
+from chalicelib.store import DatabaseStore, MiB
 from container import commands, timeouts
 from container.agent import EXIT_CONFIG, Agent, Dependencies
 from container.identity import discover
@@ -87,9 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     dynamodb = aws.client("dynamodb", location.region, timeouts=lease_timeouts)
     table = LeaseTable(location.lease_table, location.lease_name, client=dynamodb)
     ledger = TaskLedger(location.lease_table, location.lease_name, client=dynamodb)
+    threshold = settings.multipart_threshold
     store = DatabaseStore(location.bucket, location.key,
                           client=aws.client("s3", location.region, timeouts=store_timeouts),
-                          backup_retention=location.backup_retention)
+                          backup_retention=location.backup_retention,
+                          multipart_threshold=threshold, part_size=min(16 * MiB, threshold))
     identity = discover()
     try:
         if supervising:

@@ -111,6 +111,7 @@ class Fault:
     status: int = 503
     code: str | None = None  # for fail: the error code in the body; None = one for the status
     hits: int = 0
+    answered: int = 0  # requests it matched that were forwarded and answered
     released: threading.Event = field(default_factory=threading.Event)  # for hold
 
     def active(self, now: float) -> bool:
@@ -283,6 +284,9 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
             if fault is not None and fault.kind == "delay":
                 state.healed.wait(fault.seconds)
             self._answer(status, headers, payload)
+            if fault is not None:
+                with state.lock:
+                    fault.answered += 1
 
         def _read_body(self) -> bytes:
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -341,10 +345,12 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
                 upstream.request(self.command, self.path, body=body or None, headers=headers)
                 response = upstream.getresponse()
                 payload = response.read()
+                # A HEAD's answer has no body: its Content-Length is the object's, kept as is.
                 kept = [
                     (k, v)
                     for k, v in response.getheaders()
-                    if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"
+                    if k.lower() not in HOP_BY_HOP
+                    and (k.lower() != "content-length" or self.command == "HEAD")
                 ]
                 return response.status, kept, payload
             finally:
@@ -354,7 +360,8 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
             self.send_response(status)
             for key, value in headers:
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
+            if not any(key.lower() == "content-length" for key, _ in headers):
+                self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)

@@ -105,3 +105,10 @@ def test_hold_forwards_the_request_only_once_released(resources):
         proxy.release(held)
         sent.join(5)
     assert direct.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"late"
+
+
+def test_a_head_answers_the_objects_length(resources):
+    with fault_proxy(resources.url) as proxy:
+        s3, _ = _clients(proxy.url)
+        s3.put_object(Bucket=BUCKET, Key="k", Body=b"twelve bytes")
+        assert s3.head_object(Bucket=BUCKET, Key="k")["ContentLength"] == 12
