@@ -150,7 +150,14 @@ class Agent:
         self._mark_held(lease)
         try:
             base_etag = self._download()
-        except (NoGoodVersion, StoreError, LeaseLost, OSError) as exc:
+        except LeaseLost as exc:
+            # Not renewed in time while downloading: no app was started, nothing to keep aside.
+            self.log.error(f"Lease lost: {exc}. The app was not started")
+            emit(self.deps.metrics, "LeaseLost")
+            self._stop_guards()
+            self._publish("exited", exit_code=EXIT_LEASE_LOST)
+            return EXIT_LEASE_LOST
+        except (NoGoodVersion, StoreError, OSError) as exc:
             self.log.error(f"Failed to download database: {exc}")
             emit(self.deps.metrics, "DownloadFailed")
             self._stop_guards()

@@ -21,7 +21,9 @@ from tests.agent_harness import (
     committed_ids,
     env_for,
     lease_item,
+    put_object,
     s3_rows,
+    seed_database,
     wait_for,
     writer,
 )
@@ -168,3 +170,21 @@ def test_a_periodic_upload_whose_answers_were_all_lost_is_not_a_lost_fence(
         assert agent.wait() == 0, agent.output()
     assert not any(m.startswith("Lease lost") for m in agent.messages())
     assert [row[0] for row in s3_rows()] == committed_ids(log)
+
+
+def test_a_lease_that_runs_out_during_the_download_never_starts_the_app(
+    agent_env, tmp_path, moto_server
+):
+    good = seed_database(tmp_path / "seed" / "good.sqlite3", rows=10)
+    put_object(good.read_bytes())
+    marker = tmp_path / "started"
+    with fault_proxy(moto_server.url) as proxy:
+        proxy.delay(8.0, service("s3"))  # the download takes longer than the lease's TTL
+        acquire = service("dynamodb", "UpdateItem")
+        env = {**agent_env, "AWS_ENDPOINT_URL": proxy.url}
+        agent = AgentProcess(env, ["touch", str(marker)], tmp_path)
+        wait_for(lambda: any(acquire(r) for r in proxy.requests), what="the acquire")
+        proxy.hang(service("dynamodb"))  # and no renewal gets through
+        assert agent.wait(timeout=30) == 5, agent.output()
+    assert not marker.exists()
+    assert any(m.startswith("Lease lost") for m in agent.messages()), agent.output()
