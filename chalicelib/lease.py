@@ -124,13 +124,16 @@ class Lease:
     last_upload: Mapping[str, Any] | None = None
     last_unsynced_stop: Mapping[str, Any] | None = None
     last_holder: str | None = None
+    # Which process of the holder took it: a holder id (the task) can outlive one agent
+    # process, and a restarted or duplicated one must be another holder.
+    holder_boot: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     _KNOWN = frozenset(
         {
             "pk", "state", "holder", "token", "expires_at", "reservation_id", "task_arn",
             "endpoint", "endpoint_task", "acquired_at", "reserved_at", "last_wake", "last_upload",
-            "last_unsynced_stop", "last_holder",
+            "last_unsynced_stop", "last_holder", "holder_boot",
         }
     )
 
@@ -155,6 +158,7 @@ class Lease:
             last_upload=data.get("last_upload"),
             last_unsynced_stop=data.get("last_unsynced_stop"),
             last_holder=data.get("last_holder"),
+            holder_boot=data.get("holder_boot"),
             extra={k: v for k, v in data.items() if k not in cls._KNOWN},
         )
 
@@ -204,6 +208,7 @@ class LeaseTable:
         ttl: float,
         reservation_id: str | None = None,
         task_arn: str | None = None,
+        boot: str | None = None,
     ) -> Lease:
         """Take the lease for ``holder``; the fencing token goes up by one.
 
@@ -212,7 +217,9 @@ class LeaseTable:
         "never held", whatever fails after the acquire. Taking over from a holder whose time
         ran out names it ``last_holder``, as its release would have.
 
-        Raises ``LeaseHeld`` when someone else is live on it.
+        ``boot`` names this process of the holder (a nonce drawn at start): only an item with
+        the same holder *and* boot is our own earlier attempt. Raises ``LeaseHeld`` when
+        someone else is live on it, a process of the same holder that is not this one included.
         """
         now = self._clock()
         values: dict[str, Any] = {
@@ -239,13 +246,18 @@ class LeaseTable:
             values[":task"] = task_arn
         if reservation_id:
             sets.append("reservation_id = :reservation")
+        if boot:
+            sets.append("holder_boot = :boot")
+            values[":boot"] = boot
         expression = "SET " + ", ".join(sets)
+        removed = [] if boot else ["holder_boot"]
         if not reservation_id:
             # Not started by a wake: whatever task and endpoint the item names are someone
             # else's, and a wake must not send clients there.
-            removed = ["reservation_id", "endpoint", "endpoint_task"] + (
+            removed += ["reservation_id", "endpoint", "endpoint_task"] + (
                 [] if task_arn else ["task_arn"]
             )
+        if removed:
             expression += " REMOVE " + ", ".join(removed)
         prior = self.read()
         if prior.state == HELD and prior.holder and prior.holder != holder:
@@ -255,7 +267,7 @@ class LeaseTable:
             return self._acquire_write(expression, values, task_arn)
         except _ConditionFailed as failed:
             current = failed.lease or self.read()
-            if current.state == HELD and current.holder == holder:
+            if current.state == HELD and current.holder == holder and current.holder_boot == boot:
                 # Our own first attempt succeeded and only its answer was lost (a retry).
                 return current
             raise LeaseHeld(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from chalicelib.errors import ConfigError
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_MiB = 1024 * 1024
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -141,6 +142,7 @@ class AgentSettings:
     stop_grace: float
     stop_budget: float
     app_port: int | None
+    multipart_threshold: int = 128 * _MiB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -163,6 +165,10 @@ class AgentSettings:
             stop_grace=_number(env, "WAKEFUL_STOP_GRACE", 10.0),
             stop_budget=_number(env, "WAKEFUL_STOP_BUDGET", 100.0, minimum=1.0),
             app_port=_integer(env, "WAKEFUL_APP_PORT", 0, minimum=1) if port_raw else None,
+            # S3's smallest part is 5 MiB.
+            multipart_threshold=_integer(
+                env, "WAKEFUL_MULTIPART_THRESHOLD", 128 * _MiB, minimum=5 * _MiB
+            ),
         )
 
 
