@@ -83,13 +83,17 @@ locals {
   front_door_package = "${path.module}/control_plane/front_door.zip"
   front_door_subnets = length(var.front_door_subnet_ids) > 0 ? var.front_door_subnet_ids : var.subnet_ids
 
-  # The wake is the control plane's own code: the same variables, plus the front door's.
   front_door_keepalive = coalesce(
     var.front_door_keepalive_seconds,
     var.idle_timeout_seconds > 0 ? max(1, min(60, floor(var.idle_timeout_seconds / 3))) : 60,
   )
 
-  front_door_environment = merge(local.control_plane_environment, {
+  # The wake is the control plane's own code: the same variables, plus the front door's, less
+  # the API key digest: the front door serves no API, and a key change must not redeploy it.
+  front_door_environment = merge({
+    for name, value in local.control_plane_environment : name => value
+    if name != "WAKEFUL_API_KEY_SHA256"
+    }, {
     WAKEFUL_FRONT_DOOR_HOLD      = tostring(var.front_door_hold_seconds)
     WAKEFUL_FRONT_DOOR_TIMEOUT   = tostring(var.front_door_timeout_seconds)
     WAKEFUL_FRONT_DOOR_KEEPALIVE = tostring(local.front_door_keepalive)
