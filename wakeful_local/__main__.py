@@ -32,7 +32,7 @@ def up(args: list[str]) -> int:
     stack = LocalStack(
         workdir=Path(options["workdir"]) if "workdir" in options else None,
         provisioner=options.get("resources", "python"),
-        timings=Timings(idle_timeout=300),
+        timings=Timings(idle_timeout=300, lease_ttl=15.0),
         app_command=options.get("app") or None,
         say=functools.partial(print, flush=True),
         cancelled=signals.cancelled,
