@@ -17,7 +17,7 @@ from typing import Any
 from chalicelib import listing, text
 from chalicelib.exits import EXIT_OK
 from chalicelib.lease import Lease
-from chalicelib.store import ObjectInfo
+from chalicelib.store import META_UPLOADED_AT, ObjectInfo
 from wakeful_cli.config import Target
 from wakeful_cli.terminal import Io
 
@@ -94,8 +94,17 @@ def _upload(version: ObjectInfo) -> Event:
     parts = [reason, text.size(version.size)]
     if version.is_latest:
         parts.append("current")
-    return Event(version.last_modified.timestamp(), "upload", version.holder, version.token,
+    return Event(_uploaded_at(version), "upload", version.holder, version.token,
                  ", ".join(parts), version.version_id)
+
+
+def _uploaded_at(version: ObjectInfo) -> float:
+    """When the upload was made: the uploader's own record (to the millisecond) when there is
+    one; S3's LastModified is to the second, too coarse to order an upload and a wake."""
+    try:
+        return float(version.metadata[META_UPLOADED_AT])
+    except (KeyError, ValueError):
+        return version.last_modified.timestamp()
 
 
 def run(args: argparse.Namespace, target: Target, io: Io) -> int:

@@ -155,10 +155,11 @@ class ApiServer:
         self.app_module.reset()
 
 
-def serve_api(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ApiServer:
+def serve_api(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+              key: str = API_KEY) -> ApiServer:
     # The app reads its settings from the process environment, as a Lambda does. It accepts
     # the operator's key, the one the CLI sends.
-    env = {**env, "WAKEFUL_API_KEY_SHA256": hashlib.sha256(API_KEY.encode()).hexdigest()}
+    env = {**env, "WAKEFUL_API_KEY_SHA256": hashlib.sha256(key.encode()).hexdigest()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return ApiServer(env).start()
