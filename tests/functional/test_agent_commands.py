@@ -843,3 +843,20 @@ def test_download_output_naming_the_local_file_by_another_spelling_is_refused_be
 
     assert result.returncode == EXIT_REFUSED, output(result)
     assert running_agent.stop() == 0
+
+
+def test_agent_restore_dry_run_checks_the_source_and_changes_nothing(world: World, history):
+    lease_before = world.table.read()
+
+    result = agent_script(world, "restore", "--backup", history["backup"], "--dry-run")
+
+    assert result.returncode == 0, output(result)
+    assert f"would restore backup {history['backup']}" in result.stdout
+    assert "3 rows (rows 3)" in result.stdout and "integrity_check ok" in result.stdout
+    assert "nothing was changed" in result.stdout
+    assert world.store.head().etag == history["v2"].etag
+    assert world.table.read() == lease_before
+    world.table.acquire("task-live", 60)
+    refused = agent_script(world, "restore", "--backup", history["backup"], "--dry-run")
+    assert refused.returncode == EXIT_REFUSED, output(refused)
+    assert "would be refused" in refused.stdout and "wakeful sleep" in refused.stdout
