@@ -124,13 +124,18 @@ class Lease:
     last_upload: Mapping[str, Any] | None = None
     last_unsynced_stop: Mapping[str, Any] | None = None
     last_holder: str | None = None
+    # Which process of the holder took it: a holder id (the task) can outlive one agent
+    # process, and a restarted or duplicated one must be another holder.
+    holder_boot: str | None = None
+    # When the holder's app first answered on its port: only then is the backend running.
+    ready_at: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     _KNOWN = frozenset(
         {
             "pk", "state", "holder", "token", "expires_at", "reservation_id", "task_arn",
             "endpoint", "endpoint_task", "acquired_at", "reserved_at", "last_wake", "last_upload",
-            "last_unsynced_stop", "last_holder",
+            "last_unsynced_stop", "last_holder", "holder_boot", "ready_at",
         }
     )
 
@@ -155,12 +160,23 @@ class Lease:
             last_upload=data.get("last_upload"),
             last_unsynced_stop=data.get("last_unsynced_stop"),
             last_holder=data.get("last_holder"),
+            holder_boot=data.get("holder_boot"),
+            ready_at=data.get("ready_at"),
             extra={k: v for k, v in data.items() if k not in cls._KNOWN},
         )
 
     def is_live(self, now: float) -> bool:
         """Held or reserved by someone whose time has not run out."""
         return self.state in (HELD, RESERVED) and self.expires_at >= now
+
+    def serving_endpoint(self) -> str | None:
+        """Where clients may be sent: the holder's own endpoint, once its app answers, and
+        never while it is stopping. The one answer to "is it running?" for every door."""
+        if self.state != HELD or not self.endpoint or self.endpoint_task != self.holder:
+            return None
+        if self.ready_at is None or self.extra.get("stopping") == self.holder:
+            return None
+        return self.endpoint
 
     def held_by(self, holder: str, token: int) -> bool:
         return self.state == HELD and self.holder == holder and self.token == token
@@ -204,6 +220,7 @@ class LeaseTable:
         ttl: float,
         reservation_id: str | None = None,
         task_arn: str | None = None,
+        boot: str | None = None,
     ) -> Lease:
         """Take the lease for ``holder``; the fencing token goes up by one.
 
@@ -212,7 +229,9 @@ class LeaseTable:
         "never held", whatever fails after the acquire. Taking over from a holder whose time
         ran out names it ``last_holder``, as its release would have.
 
-        Raises ``LeaseHeld`` when someone else is live on it.
+        ``boot`` names this process of the holder (a nonce drawn at start): only an item with
+        the same holder *and* boot is our own earlier attempt. Raises ``LeaseHeld`` when
+        someone else is live on it, a process of the same holder that is not this one included.
         """
         now = self._clock()
         values: dict[str, Any] = {
@@ -239,13 +258,19 @@ class LeaseTable:
             values[":task"] = task_arn
         if reservation_id:
             sets.append("reservation_id = :reservation")
+        if boot:
+            sets.append("holder_boot = :boot")
+            values[":boot"] = boot
         expression = "SET " + ", ".join(sets)
+        # A new holder's app has not answered yet, whatever the last one's did.
+        removed = ["ready_at"] + ([] if boot else ["holder_boot"])
         if not reservation_id:
             # Not started by a wake: whatever task and endpoint the item names are someone
             # else's, and a wake must not send clients there.
-            removed = ["reservation_id", "endpoint", "endpoint_task"] + (
+            removed += ["reservation_id", "endpoint", "endpoint_task"] + (
                 [] if task_arn else ["task_arn"]
             )
+        if removed:
             expression += " REMOVE " + ", ".join(removed)
         prior = self.read()
         if prior.state == HELD and prior.holder and prior.holder != holder:
@@ -255,7 +280,7 @@ class LeaseTable:
             return self._acquire_write(expression, values, task_arn)
         except _ConditionFailed as failed:
             current = failed.lease or self.read()
-            if current.state == HELD and current.holder == holder:
+            if current.state == HELD and current.holder == holder and current.holder_boot == boot:
                 # Our own first attempt succeeded and only its answer was lost (a retry).
                 return current
             raise LeaseHeld(
@@ -439,6 +464,13 @@ class LeaseTable:
                 failed.__cause__
             )
 
+    def mark_ready(self, holder: str, token: int, now: float | None = None) -> Lease:
+        """The holder's app answers on its port: from now on the backend counts as running."""
+        return self._as_holder(
+            holder, token, "SET ready_at = :now", {":now": self._clock() if now is None else now},
+            "mark the app ready",
+        )
+
     def clear_endpoint(self, holder: str) -> Lease:
         """Stop sending clients to ``holder``'s endpoint (it is stopping); a no-op otherwise.
 
@@ -448,7 +480,7 @@ class LeaseTable:
         values = {":holder": holder}
         try:
             return self._update(
-                "SET stopping = :holder REMOVE endpoint, endpoint_task",
+                "SET stopping = :holder REMOVE endpoint, endpoint_task, ready_at",
                 COND_HOLDS, values, names=False,
             )
         except _ConditionFailed:

@@ -16,10 +16,11 @@ from chalicelib.lease import LeaseTable
 from chalicelib.ledger import TaskLedger
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import AgentSettings
-from chalicelib.store import DatabaseStore
-from container import commands
+from chalicelib.store import DatabaseStore, MiB
+from container import commands, timeouts
 from container.agent import Agent, Dependencies
 from container.identity import discover
+from container.process import ProcessGroup
 
 USAGE_EXAMPLES = """\
 examples:
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the app's command, after `--`")
     # What `startup` starts in the background; not for people, so not listed in the help
     # (a sub-command added without help= is left out of the list).
-    sub.add_parser("serve")
+    serve = sub.add_parser("serve")
+    serve.add_argument("--writer-group", type=int, metavar="PGID",
+                       help="the process group to stop when the lease is lost")
     sub.add_parser("startup", help="start a background agent (download, then sync periodically)")
     sub.add_parser("shutdown", help="stop the background agent: final upload, then release")
     down = sub.add_parser("download", help="download and verify the current database")
@@ -105,16 +108,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logger("wakeful-agent")
     sink = metrics("wakeful-agent")
     location = settings.location
+    supervising = args.command in ("run", "serve")
+    # An agent that holds a lease must hear back from every call before its lease runs out;
+    # manual commands keep botocore's patient defaults.
+    lease_timeouts = timeouts.lease_calls(settings.lease_ttl) if supervising else None
+    store_timeouts = timeouts.store_calls(settings.lease_ttl) if supervising else None
     # Endpoints are left to boto3, which honours AWS_ENDPOINT_URL and the per-service
     # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_DYNAMODB.
-    dynamodb = aws.client("dynamodb", location.region)
+    dynamodb = aws.client("dynamodb", location.region, timeouts=lease_timeouts)
     table = LeaseTable(location.lease_table, location.lease_name, client=dynamodb)
     ledger = TaskLedger(location.lease_table, location.lease_name, client=dynamodb)
-    store = DatabaseStore(location.bucket, location.key, region=location.region,
-                          backup_retention=location.backup_retention)
+    threshold = settings.multipart_threshold
+    store = DatabaseStore(location.bucket, location.key,
+                          client=aws.client("s3", location.region, timeouts=store_timeouts),
+                          backup_retention=location.backup_retention,
+                          multipart_threshold=threshold, part_size=min(16 * MiB, threshold))
     identity = discover()
     try:
-        if args.command in ("run", "serve"):
+        if supervising:
             app = list(getattr(args, "argv", []) or [])
             if app and app[0] == "--":
                 app = app[1:]
@@ -122,8 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("wakeful-agent: run needs the app's command: run -- CMD...",
                       file=sys.stderr)
                 return EXIT_USAGE
+            group = getattr(args, "writer_group", None)
             agent = Agent(
-                settings, Dependencies(table, store, identity, log, sink, ledger=ledger)
+                settings, Dependencies(table, store, identity, log, sink, ledger=ledger),
+                writer_group=ProcessGroup(group) if group is not None else None,
             )
             return agent.run(app or None)
         ctx = commands.Context(settings, table, store, identity, log, sink)

@@ -241,7 +241,11 @@ def startup(ctx: Context, timeout: float = 180.0) -> int:
     if state.live_agent(local):
         ctx.out("[INFO] An agent is already running for this database")
         return EXIT_OK
-    started = spawn.start_background_agent(local, timeout, sleep=ctx.sleep)
+    # The caller's process group (an entrypoint script, and the app it starts next) is the
+    # writer the agent stops if it loses the lease.
+    started = spawn.start_background_agent(
+        local, timeout, sleep=ctx.sleep, argv=(*spawn.SERVE, "--writer-group", str(os.getpgrp()))
+    )
     if started.running:
         ctx.out(f"[INFO] Agent running in the background (pid {started.pid})")
         return EXIT_OK

@@ -86,18 +86,21 @@ def _exports(stack: LocalStack) -> str:
 The stack is up. In another shell, with its profile:
 
   export WAKEFUL_CONFIG={profile_file}
-  wakeful wake --wait && wakeful status && wakeful history
+  curl {stack.front_door_url}/         # wakes the backend and is served once it is ready
+  wakeful status && wakeful history
 
 or with the environment:
 
   export AWS_ENDPOINT_URL={stack.moto.url if stack.moto else ''} AWS_ACCESS_KEY_ID=local \\
          AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
+  export WAKEFUL_FRONT_DOOR_URL={stack.front_door_url}
   export WAKEFUL_API_URL={stack.api_url} WAKEFUL_API_KEY={API_KEY}
   export DB_S3_BUCKET={names.bucket} DB_S3_KEY={names.key} \\
          WAKEFUL_LEASE_TABLE={names.table} WAKEFUL_LEASE_NAME={names.lease_name} \\
          WAKEFUL_CLUSTER={names.cluster}
 
-  curl -X POST -H 'x-api-key: {API_KEY}' $WAKEFUL_API_URL/wake
+  curl $WAKEFUL_FRONT_DOOR_URL/         # wakes the backend and is served once it is ready
+  wakeful status
 
 Ctrl-C puts the backend to sleep (it uploads) and stops everything.
 Work folder (logs, each task's disk): {stack.workdir}"""

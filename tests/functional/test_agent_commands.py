@@ -33,6 +33,7 @@ from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
 from container import commands
 from container.identity import Identity
 from tests import fault_proxy
+from tests.agent_harness import committed_ids
 from tests.conftest import BUCKET, ROOT, TABLE
 
 KEY = "db.sqlite3"
@@ -191,9 +192,7 @@ class RunningAgent:
         return f"{socket.gethostname()}:{self.process.pid}"
 
     def committed(self) -> list[int]:
-        with contextlib.suppress(FileNotFoundError):
-            return [int(line) for line in self.log.read_text().split()]
-        return []
+        return committed_ids(self.log)
 
     def wait_running(self, rows: int = 5) -> None:
         def running() -> bool:
@@ -605,9 +604,11 @@ def test_upload_refused_while_another_holder_has_the_lease(world: World):
 def startup(world: World, pids: list[int]) -> None:
     # Not captured through pipes: the background agent keeps its output (it logs there).
     with open(world.tmp / "startup.out", "ab") as out:
+        # A session of its own, like a container's entrypoint: the background agent stops
+        # the group that ran ``startup`` if it loses the lease, and that must not be pytest's.
         code = subprocess.run(
             [sys.executable, "-m", "container", "startup"], env=world.env, cwd=str(ROOT),
-            stdout=out, stderr=subprocess.STDOUT, timeout=60,
+            stdout=out, stderr=subprocess.STDOUT, timeout=60, start_new_session=True,
         ).returncode
     assert code == 0, (world.tmp / "startup.out").read_text()
     pid = world.state().get("pid")
