@@ -29,6 +29,7 @@ test: setup lint
 bench: setup
 	$(PY) bench/bench_agent.py
 	$(PY) bench/bench_wake.py
+	$(PY) bench/bench_front_door.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench/results

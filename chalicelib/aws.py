@@ -70,6 +70,26 @@ _NEVER_SENT = (NoCredentialsError, PartialCredentialsError, NoRegionError, Param
 _CLIENT_LOCK = threading.Lock()
 
 
+@dataclass(frozen=True)
+class CallTimeouts:
+    """How long one call may take: per-attempt connect and read timeouts, and attempts in all.
+
+    A caller that must act by a deadline (the agent, whose lease runs out) sizes these so that a
+    call that hangs gives up in time, instead of botocore's default of minutes.
+    """
+
+    connect: float
+    read: float
+    attempts: int
+
+    def config(self) -> Config:
+        return Config(
+            connect_timeout=self.connect,
+            read_timeout=self.read,
+            retries={"total_max_attempts": self.attempts, "mode": "standard"},
+        )
+
+
 @functools.lru_cache(maxsize=1)
 def _session() -> boto3.session.Session:
     # One session per process: each new session reloads the endpoint and service models,
@@ -77,12 +97,18 @@ def _session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
-def client(service: str, region: str | None = None, endpoint_url: str | None = None) -> Any:
+def client(
+    service: str,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    timeouts: CallTimeouts | None = None,
+) -> Any:
     """A boto3 client; ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) points it at a local stand-in."""
+    config = timeouts.config() if timeouts is not None else _CONFIG
     # Creating clients from one session is not thread-safe; using them is.
     with _CLIENT_LOCK:
         return _session().client(
-            service, region_name=region, endpoint_url=endpoint_url, config=_CONFIG
+            service, region_name=region, endpoint_url=endpoint_url, config=config
         )
 
 
@@ -163,6 +189,7 @@ def is_transient(exc: BaseException) -> bool:
 
 __all__ = [
     "CALL_ERRORS",
+    "CallTimeouts",
     "ClientError",
     "Failure",
     "LazyClient",

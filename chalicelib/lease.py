@@ -127,6 +127,7 @@ class LeaseTable:
         ttl: float,
         reservation_id: str | None = None,
         task_arn: str | None = None,
+        boot: str | None = None,
     ) -> Lease:
         """Take the lease for ``holder``; the fencing token goes up by one.
 
@@ -135,7 +136,9 @@ class LeaseTable:
         "never held", whatever fails after the acquire. Taking over from a holder whose time
         ran out names it ``last_holder``, as its release would have.
 
-        Raises ``LeaseHeld`` when someone else is live on it.
+        ``boot`` names this process of the holder (a nonce drawn at start): only an item with
+        the same holder *and* boot is our own earlier attempt. Raises ``LeaseHeld`` when
+        someone else is live on it, a process of the same holder that is not this one included.
         """
         now = self._clock()
         values: dict[str, Any] = {
@@ -162,13 +165,19 @@ class LeaseTable:
             values[":task"] = task_arn
         if reservation_id:
             sets.append("reservation_id = :reservation")
+        if boot:
+            sets.append("holder_boot = :boot")
+            values[":boot"] = boot
         expression = "SET " + ", ".join(sets)
+        # A new holder's app has not answered yet, whatever the last one's did.
+        removed = ["ready_at"] + ([] if boot else ["holder_boot"])
         if not reservation_id:
             # Not started by a wake: whatever task and endpoint the item names are someone
             # else's, and a wake must not send clients there.
-            removed = ["reservation_id", "endpoint", "endpoint_task"] + (
+            removed += ["reservation_id", "endpoint", "endpoint_task"] + (
                 [] if task_arn else ["task_arn"]
             )
+        if removed:
             expression += " REMOVE " + ", ".join(removed)
         prior = self.read()
         if prior.state == HELD and prior.holder and prior.holder != holder:
@@ -178,7 +187,7 @@ class LeaseTable:
             return self._acquire_write(expression, values, task_arn)
         except _ConditionFailed as failed:
             current = failed.lease or self.read()
-            if current.state == HELD and current.holder == holder:
+            if current.state == HELD and current.holder == holder and current.holder_boot == boot:
                 # Our own first attempt succeeded and only its answer was lost (a retry).
                 return current
             raise LeaseHeld(
@@ -362,6 +371,13 @@ class LeaseTable:
                 failed.__cause__
             )
 
+    def mark_ready(self, holder: str, token: int, now: float | None = None) -> Lease:
+        """The holder's app answers on its port: from now on the backend counts as running."""
+        return self._as_holder(
+            holder, token, "SET ready_at = :now", {":now": self._clock() if now is None else now},
+            "mark the app ready",
+        )
+
     def clear_endpoint(self, holder: str) -> Lease:
         """Stop sending clients to ``holder``'s endpoint (it is stopping); a no-op otherwise.
 
@@ -371,7 +387,7 @@ class LeaseTable:
         values = {":holder": holder}
         try:
             return self._update(
-                "SET stopping = :holder REMOVE endpoint, endpoint_task",
+                "SET stopping = :holder REMOVE endpoint, endpoint_task, ready_at",
                 COND_HOLDS, values, names=False,
             )
         except _ConditionFailed:

@@ -16,6 +16,7 @@ from typing import Any
 
 from chalicelib import aws
 from chalicelib.errors import LeaseUnavailable
+from chalicelib.model import from_attribute
 
 # "No version of this task was handled yet, or only older ones." The item may exist without
 # one: the agent creates it when it marks itself a holder.
@@ -31,6 +32,9 @@ COND_STOP_UNCLAIMED = (
 
 # "The stop is still claimed by this attempt (and has no outcome yet)."
 COND_STOP_CLAIMED_BY = "stop_claimed_at = :claimed AND attribute_not_exists(stop_outcome)"
+
+# "The item is one of this lease's task items" (its key starts "<lease name>#task#").
+COND_TASK_ITEM = "begins_with(pk, :prefix)"
 
 KEEP_SECONDS = 30 * 24 * 3600
 
@@ -210,6 +214,27 @@ class TaskLedger:
                 return False
             raise self._unavailable("write", exc) from exc
         return True
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task item of this lease (what ``wakeful history`` tells), as plain data.
+
+        A scan: the table holds one lease item and a small item per task of the last
+        ``KEEP_SECONDS``, so it stays small; this is an operator's read, never on a hot path.
+        """
+        found: list[dict[str, Any]] = []
+        try:
+            paginator = self._client.get_paginator("scan")
+            for page in paginator.paginate(
+                TableName=self.table,
+                ConsistentRead=True,
+                FilterExpression=COND_TASK_ITEM,
+                ExpressionAttributeValues={":prefix": {"S": f"{self.lease_name}#task#"}},
+            ):
+                for item in page.get("Items", []):
+                    found.append({k: from_attribute(v) for k, v in item.items()})
+        except aws.CALL_ERRORS as exc:
+            raise self._unavailable("scan", exc) from exc
+        return found
 
     def _unavailable(self, what: str, exc: BaseException) -> LeaseUnavailable:
         error = LeaseUnavailable(f"task ledger {what} on table {self.table!r} failed: {exc}")

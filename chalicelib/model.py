@@ -50,13 +50,18 @@ class Lease:
     last_upload: Mapping[str, Any] | None = None
     last_unsynced_stop: Mapping[str, Any] | None = None
     last_holder: str | None = None
+    # Which process of the holder took it: a holder id (the task) can outlive one agent
+    # process, and a restarted or duplicated one must be another holder.
+    holder_boot: str | None = None
+    # When the holder's app first answered on its port: only then is the backend running.
+    ready_at: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     _KNOWN = frozenset(
         {
             "pk", "state", "holder", "token", "expires_at", "reservation_id", "task_arn",
             "endpoint", "endpoint_task", "acquired_at", "reserved_at", "last_wake", "last_upload",
-            "last_unsynced_stop", "last_holder",
+            "last_unsynced_stop", "last_holder", "holder_boot", "ready_at",
         }
     )
 
@@ -82,12 +87,23 @@ class Lease:
             last_upload=data.get("last_upload"),
             last_unsynced_stop=data.get("last_unsynced_stop"),
             last_holder=data.get("last_holder"),
+            holder_boot=data.get("holder_boot"),
+            ready_at=data.get("ready_at"),
             extra={k: v for k, v in data.items() if k not in cls._KNOWN},
         )
 
     def is_live(self, now: float) -> bool:
         """Held or reserved by someone whose time has not run out."""
         return self.state in (HELD, RESERVED) and self.expires_at >= now
+
+    def serving_endpoint(self) -> str | None:
+        """Where clients may be sent: the holder's own endpoint, once its app answers, and
+        never while it is stopping. The one answer to "is it running?" for every door."""
+        if self.state != HELD or not self.endpoint or self.endpoint_task != self.holder:
+            return None
+        if self.ready_at is None or self.extra.get("stopping") == self.holder:
+            return None
+        return self.endpoint
 
 
 def from_attribute(value: Mapping[str, Any]) -> Any:

@@ -16,6 +16,7 @@ from chalicelib import launchers
 from chalicelib.errors import ConfigError
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_MiB = 1024 * 1024
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -142,6 +143,11 @@ class AgentSettings:
     stop_grace: float
     stop_budget: float
     app_port: int | None
+    multipart_threshold: int = 128 * _MiB
+    # What readiness asks of the app: an HTTP path that must answer below 500 (else a TCP
+    # connect), on this host (the app's own loopback in its container).
+    ready_path: str | None = None
+    ready_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -164,7 +170,20 @@ class AgentSettings:
             stop_grace=_number(env, "WAKEFUL_STOP_GRACE", 10.0),
             stop_budget=_number(env, "WAKEFUL_STOP_BUDGET", 100.0, minimum=1.0),
             app_port=_integer(env, "WAKEFUL_APP_PORT", 0, minimum=1) if port_raw else None,
+            # S3's smallest part is 5 MiB.
+            multipart_threshold=_integer(
+                env, "WAKEFUL_MULTIPART_THRESHOLD", 128 * _MiB, minimum=5 * _MiB
+            ),
+            ready_path=_ready_path(env),
+            ready_host=_get(env, "WAKEFUL_READY_HOST", "127.0.0.1") or "127.0.0.1",
         )
+
+
+def _ready_path(env: Mapping[str, str]) -> str | None:
+    path = _get(env, "WAKEFUL_READY_PATH")
+    if path and not path.startswith("/"):
+        raise ConfigError("WAKEFUL_READY_PATH", f"must start with /, got {path!r}")
+    return path or None
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ Every upload is a compare-and-swap: ``IfMatch`` on the ETag this writer last saw
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import threading
 import time
@@ -44,7 +46,13 @@ REASONS = ("periodic", "shutdown", "manual", "restore")
 BACKUP_STAMP = "%Y%m%d_%H%M%S"
 MiB = 1024 * 1024
 SINGLE_COPY_LIMIT = 5 * 1024 * MiB  # CopyObject's own limit
+# Tries of one upload: after S3's 409 (a conditional write raced ours: try again), or after
+# finding our own earlier upload current (swap against its ETag instead).
+UPLOAD_TRIES = 3
+CONFLICT_PAUSE = 0.2
 _MISSING = ("404", "NoSuchKey", "NoSuchVersion")
+# S3 hashed what it received and it was not what the writer hashed: the bytes changed on the way.
+_BAD_DIGEST = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
 
 # Progress callbacks receive the number of bytes moved since the previous call.
 Progress = Callable[[int], None]
@@ -65,11 +73,13 @@ class DatabaseStore:
         concurrency: int = 8,
         region: str | None = None,
         endpoint_url: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.bucket = bucket
         self.key = key
         self._s3 = client or aws.client("s3", region, endpoint_url)
         self._clock = clock
+        self._sleep = sleep
         self.backup_retention = backup_retention
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
@@ -244,36 +254,82 @@ class DatabaseStore:
     ) -> ObjectInfo:
         """Replace the current object with ``snapshot`` if it is still ``expected_etag``.
 
-        Raises ``FencingError`` when someone else wrote it since.
+        The current object is also ours to replace when its metadata names this holder and
+        token, whatever its content: only this holding writes under them, so it is one of our
+        own uploads whose answer was lost. Raises ``FencingError`` when someone else wrote it.
         """
         metadata = intent.metadata(snapshot, self._clock())
+        for attempt in range(1, UPLOAD_TRIES + 1):
+            try:
+                response = self._swap(snapshot, metadata, expected_etag, progress)
+            except _Conflict as conflict:
+                if attempt == UPLOAD_TRIES:
+                    error = _unavailable(f"upload {self.key}", conflict.__cause__ or conflict)
+                    error.retryable = True
+                    raise error from conflict
+                self._sleep(CONFLICT_PAUSE * attempt)
+                continue
+            except _Refused as refused:
+                current = self.head()
+                if not _names(current, intent):
+                    raise FencingError(self.bucket, self.key, expected_etag) from refused.__cause__
+                assert current is not None
+                if current.sha256 == snapshot.sha256:
+                    return current  # this very upload: a retry's condition failed on it
+                expected_etag = current.etag
+                continue
+            return self._stored(snapshot, metadata, response)
+        raise StoreUnavailable(
+            f"S3 upload {self.key}: the current object kept changing under this holder's own "
+            f"uploads ({UPLOAD_TRIES} tries)"
+        )
+
+    def _swap(
+        self,
+        snapshot: Snapshot,
+        metadata: dict[str, str],
+        expected_etag: str | None,
+        progress: Progress | None,
+    ) -> dict[str, Any]:
+        """One conditional write; ``_Refused`` when the condition failed, ``_Conflict`` on 409."""
         condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
         try:
             if snapshot.size >= self.multipart_threshold:
-                response = self._multipart(snapshot, metadata, condition, progress)
-            else:
-                with open(snapshot.path, "rb") as body:
-                    response = self._s3.put_object(
-                        Bucket=self.bucket,
-                        Key=self.key,
-                        Body=body,
-                        Metadata=metadata,
-                        ContentType="application/vnd.sqlite3",
-                        **condition,
-                    )
-                if progress:
-                    progress(snapshot.size)
+                return self._multipart(snapshot, metadata, condition, progress)
+            with open(snapshot.path, "rb") as body:
+                # The sha256 of the snapshot as it was checked: S3 refuses bytes that differ.
+                response = self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=body,
+                    Metadata=metadata,
+                    ContentType="application/vnd.sqlite3",
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=base64.b64encode(bytes.fromhex(snapshot.sha256)).decode(),
+                    **condition,
+                )
+            if progress:
+                progress(snapshot.size)
+            return response
         except aws.ClientError as exc:
+            if aws.error_code(exc) in _BAD_DIGEST:
+                raise CorruptDatabase(
+                    self.url, f"S3 refused the upload: the bytes it received do not match their "
+                    f"checksum ({aws.error_code(exc)}); a new snapshot is needed",
+                ) from exc
+            if _conflict(exc):
+                raise _Conflict() from exc
             # IfMatch on an object someone deleted answers 404, a retried completion of a
             # multipart upload NoSuchUpload: the swap lost, unless it was our own that won.
             if _refused(exc) or _missing(exc):
-                ours = self._our_own(snapshot, intent)
-                if ours is not None:
-                    return ours
-                raise FencingError(self.bucket, self.key, expected_etag) from exc
+                raise _Refused() from exc
             raise _unavailable(f"upload {self.key}", exc) from exc
         except aws.TRANSPORT_ERRORS as exc:
             raise _unavailable(f"upload {self.key}", exc) from exc
+
+    def _stored(
+        self, snapshot: Snapshot, metadata: dict[str, str], response: dict[str, Any]
+    ) -> ObjectInfo:
         return ObjectInfo(
             key=self.key,
             etag=response["ETag"],
@@ -282,22 +338,6 @@ class DatabaseStore:
             last_modified=dt.datetime.fromtimestamp(self._clock(), dt.UTC),
             metadata=metadata,
         )
-
-    def _our_own(self, snapshot: Snapshot, intent: UploadIntent) -> ObjectInfo | None:
-        """The current object, if it is this very upload (stored, but its answer was lost).
-
-        A client retry resends the same condition, which the first attempt's success now
-        fails. Holder and token name one lease holding, and nobody else writes under it.
-        """
-        current = self.head()
-        if (
-            current is not None
-            and current.holder == intent.holder
-            and current.token == intent.token
-            and current.sha256 == snapshot.sha256
-        ):
-            return current
-        return None
 
     def _multipart(
         self,
@@ -311,7 +351,7 @@ class DatabaseStore:
         self._precheck(condition)
         upload_id = self._s3.create_multipart_upload(
             Bucket=self.bucket, Key=self.key, Metadata=metadata,
-            ContentType="application/vnd.sqlite3",
+            ContentType="application/vnd.sqlite3", ChecksumAlgorithm="SHA256",
         )["UploadId"]
         try:
             parts = self._upload_parts(snapshot, upload_id, progress)
@@ -337,7 +377,7 @@ class DatabaseStore:
         if (expected is None and current is not None) or (
             expected is not None and (current is None or current.etag != expected)
         ):
-            raise FencingError(self.bucket, self.key, expected)
+            raise _Refused()
 
     def _upload_parts(
         self, snapshot: Snapshot, upload_id: str, progress: Progress | None
@@ -349,14 +389,15 @@ class DatabaseStore:
             with open(snapshot.path, "rb") as handle:
                 handle.seek(offset)
                 body = handle.read(self.part_size)
+            checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
             response = self._s3.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=upload_id,
-                PartNumber=number, Body=body,
+                PartNumber=number, Body=body, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
             )
             if progress:
                 with lock:
                     progress(len(body))
-            return {"PartNumber": number, "ETag": response["ETag"]}
+            return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = [
@@ -452,10 +493,30 @@ class DatabaseStore:
 
 def _refused(exc: aws.ClientError) -> bool:
     """A conditional write lost: the object is not what the writer last saw."""
-    return aws.http_status(exc) in (409, 412) or aws.error_code(exc) in (
-        "PreconditionFailed",
-        "ConditionalRequestConflict",
+    return aws.http_status(exc) == 412 or aws.error_code(exc) == "PreconditionFailed"
+
+
+def _conflict(exc: aws.ClientError) -> bool:
+    """S3's 409 on a conditional write: another one to the key was in flight. Nothing was
+    decided against us; the same write may be tried again."""
+    return aws.http_status(exc) == 409 or aws.error_code(exc) == "ConditionalRequestConflict"
+
+
+def _names(current: ObjectInfo | None, intent: UploadIntent) -> bool:
+    """The object was written under this very lease holding (holder and fencing token)."""
+    return (
+        current is not None
+        and current.holder == intent.holder
+        and current.token == intent.token
     )
+
+
+class _Refused(Exception):
+    """The write's condition did not hold."""
+
+
+class _Conflict(Exception):
+    """S3 answered 409: retry."""
 
 
 def _missing(exc: aws.ClientError) -> bool:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib.errors import (
     CorruptDatabase,
@@ -26,16 +26,19 @@ from chalicelib.errors import (
 )
 from chalicelib.lease import Lease, LeaseTable
 from chalicelib.ledger import TaskLedger
-from chalicelib.observability import emit
+from chalicelib.observability import MetricUnit, emit
 from chalicelib.settings import AgentSettings
-from chalicelib.snapshot import remove_file, sidecars
-from chalicelib.store import DatabaseStore
-from container import state
-from container.heartbeat import Heartbeat, LeaseKeeper
+from chalicelib.snapshot import remove_file, sidecars, take
+from chalicelib.store import DatabaseStore, ObjectInfo
+from container import retry, state
+from container.deadline import Budget, Deadline, Earliest, call_within
+from container.heartbeat import Heartbeat, LeaseKeeper, LeaseTrust, trusted_until
 from container.identity import Identity
 from container.inbox import Inbox
-from container.process import AppProcess, Spawner
-from container.sync import Syncer
+from container.process import AppProcess, ProcessGroup, Spawner, open_elsewhere
+from container.readiness import Probe, wait_until_ready
+from container.sync import Syncer, SyncResult
+from container.watchdog import Watchdog
 
 EXIT_CONFIG = 2
 EXIT_LEASE_HELD = 3
@@ -45,7 +48,23 @@ EXIT_UPLOAD_FAILED = 6
 EXIT_RELEASE_FAILED = 7
 
 RETRY_FIRST_DELAY = 0.5
-RETRY_MAX_DELAY = 8.0
+
+# What a later attempt may cure: the service answered badly or not at all, the snapshot was bad.
+RETRYABLE = (StoreUnavailable, LeaseUnavailable, CorruptDatabase, OSError)
+
+# The share of the lease TTL an app gets between SIGTERM and SIGKILL when the lease runs out
+# (never more than WAKEFUL_STOP_GRACE): it must be dead before anyone else may take over.
+KILL_GRACE_SHARE = 0.1
+
+# The share of the lease TTL it must still be trusted for when the app is started: an app
+# started on a lease about to run out would only be killed again, or outlive it.
+START_MARGIN_SHARE = 0.5
+
+# A timestamped backup after the final upload (a LIST, a COPY, a LIST to prune) is worth
+# starting only with this much of the stop budget left.
+BACKUP_MIN_SECONDS = 2.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,7 +91,14 @@ class Dependencies:
 class Agent:
     """One agent process. ``run`` supervises an app; ``serve`` only keeps the database synced."""
 
-    def __init__(self, settings: AgentSettings, deps: Dependencies) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        deps: Dependencies,
+        writer_group: ProcessGroup | None = None,
+    ) -> None:
+        """``writer_group``: for ``startup``, the entrypoint's process group, whose app must
+        be stopped when the lease is lost (``run`` supervises its own app instead)."""
         self.settings = settings
         self.deps = deps
         self.log = deps.log
@@ -80,11 +106,18 @@ class Agent:
         self.keeper: LeaseKeeper | None = None
         self.syncer: Syncer | None = None
         self.app: AppProcess | None = None
+        self.writer_group = writer_group
         self.heartbeat: Heartbeat | None = None
+        self.watchdog: Watchdog | None = None
+        # Held while the app is started or stopped, so the watchdog never misses one.
+        self._writer_lock = threading.Lock()
+        self._budget: Budget | None = None
         self._stop_reason: str | None = None
         self._signals = 0
         self._stop_requested_at: float | None = None
         self._fell_back = False
+        # Set once the agent stops (or abandons): the readiness probe gives up then.
+        self._stopping = threading.Event()
 
     # -- public entry points ---------------------------------------------------------------
 
@@ -103,26 +136,34 @@ class Agent:
     # -- boot ------------------------------------------------------------------------------
 
     def _boot(self) -> int | None:
-        lease = self._acquire()
-        if lease is None:
+        acquired = self._acquire()
+        if acquired is None:
             code = 0 if self._signals else EXIT_LEASE_HELD
             self._publish("exited", exit_code=code)
             return code
+        lease, sent, sent_wall = acquired
+        ttl = self.settings.lease_ttl
         self.keeper = LeaseKeeper(
-            self.deps.table, lease, self.settings.lease_ttl, self.deps.clocks.monotonic
+            self.deps.table, lease, ttl, self.deps.clocks.monotonic,
+            valid_until=trusted_until(lease, ttl, sent, sent_wall),
         )
+        # Renew and watch from now on, before anything else can block: neither marking the
+        # task held nor a large download may outlive the lease.
+        self._start_guards()
         self._mark_held(lease)
-        # Renew from now on: a large download must not outlive the lease.
-        self.heartbeat = Heartbeat(
-            self.keeper, self.inbox, self.settings.idle_timeout, self.deps.clocks.wall
-        )
-        self.heartbeat.start()
         try:
             base_etag = self._download()
+        except LeaseLost as exc:
+            # Not renewed in time while downloading: no app was started, nothing to keep aside.
+            self.log.error(f"Lease lost: {exc}. The app was not started")
+            emit(self.deps.metrics, "LeaseLost")
+            self._stop_guards()
+            self._publish("exited", exit_code=EXIT_LEASE_LOST)
+            return EXIT_LEASE_LOST
         except (NoGoodVersion, StoreError, OSError) as exc:
             self.log.error(f"Failed to download database: {exc}")
             emit(self.deps.metrics, "DownloadFailed")
-            self.heartbeat.stop()
+            self._stop_guards()
             self._release_quietly()
             self._publish("exited", exit_code=EXIT_DOWNLOAD_FAILED)
             return EXIT_DOWNLOAD_FAILED
@@ -134,25 +175,31 @@ class Agent:
             self.log,
             self.deps.metrics,
             self.deps.clocks.monotonic,
+            call=self._call,
         )
         # After a fallback the current object is still the corrupt one: replace it at the
         # first sync even if the app writes nothing.
         self.syncer.start_watching(dirty=self._fell_back)
         return None
 
-    def _acquire(self) -> Lease | None:
-        """Take the lease, waiting up to the acquire timeout for a live holder to go."""
+    def _acquire(self) -> tuple[Lease, float, float] | None:
+        """Take the lease, waiting up to the acquire timeout for a live holder to go.
+
+        Returns the lease and when (monotonic, wall) the request that returned it was sent.
+        """
         clocks = self.deps.clocks
         deadline = clocks.monotonic() + self.settings.acquire_timeout
         identity = self.deps.identity
         delay = RETRY_FIRST_DELAY
         while True:
+            sent, sent_wall = clocks.monotonic(), clocks.wall()
             try:
                 lease = self.deps.table.acquire(
                     identity.holder,
                     self.settings.lease_ttl,
                     reservation_id=self.settings.reservation_id,
                     task_arn=identity.task_arn,
+                    boot=identity.boot,
                 )
             except (LeaseHeld, LeaseUnavailable) as exc:
                 if self._signals:
@@ -173,17 +220,64 @@ class Agent:
                 "Lease acquired",
                 extra={"holder": lease.holder, "token": lease.token, "lease": lease.name},
             )
-            return lease
+            return lease, sent, sent_wall
+
+    def _start_guards(self) -> None:
+        """The heartbeat renews; the watchdog stops the app when the lease can't be trusted."""
+        assert self.keeper is not None
+        self.heartbeat = Heartbeat(
+            self.keeper, self.inbox, self.settings.idle_timeout, self.deps.clocks.wall
+        )
+        kill_grace = min(self.settings.stop_grace, KILL_GRACE_SHARE * self.settings.lease_ttl)
+        self.watchdog = Watchdog(
+            self.keeper, self._halt, self.inbox, kill_grace, self.deps.clocks.monotonic
+        )
+        self.heartbeat.start()
+        self.watchdog.start()
+
+    def _stop_guards(self) -> None:
+        for guard in (self.heartbeat, self.watchdog):
+            if guard is not None:
+                guard.stop()
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        """Run one AWS call, waiting no longer than the lease is trusted (or the stop budget)."""
+        assert self.keeper is not None
+        deadline: Deadline = LeaseTrust(self.keeper)
+        if self._budget is not None:
+            deadline = Earliest(deadline, self._budget)
+        return call_within(fn, deadline, what)
+
+    def _writer(self) -> AppProcess | ProcessGroup | None:
+        """Whatever writes the database: our app, or the entrypoint's group that keeps it."""
+        with self._writer_lock:
+            return self.app if self.app is not None else self.writer_group
+
+    def _halt(self, reason: str, grace: float) -> bool:
+        """Stop the app within ``grace`` seconds, from any thread: the lease is lost.
+
+        ``True`` when no writer is left running.
+        """
+        writer = self._writer()
+        if writer is None:
+            return True
+        if writer.poll() is None:
+            self.log.error(
+                f"Stopping the app: {reason}", extra={"pid": writer.pid, "grace": round(grace, 3)}
+            )
+            writer.stop(grace)
+        return writer.poll() is not None
 
     def _mark_held(self, lease: Lease) -> None:
         """Tell the control plane, where the next holder cannot erase it, that this task held
         the lease: its stop must then be proven by a final upload, or alarmed."""
         arn = self.deps.identity.task_arn
-        if not arn or self.deps.ledger is None:
+        ledger = self.deps.ledger
+        if not arn or ledger is None:
             return
         try:
-            self.deps.ledger.mark_held(arn, lease.token)
-        except LeaseUnavailable as exc:
+            self._call(lambda: ledger.mark_held(arn, lease.token), "mark the task held")
+        except (LeaseUnavailable, LeaseLost, OSError) as exc:
             self.log.warning(f"Could not mark the task as a holder: {exc}")
 
     def _download(self) -> str | None:
@@ -193,9 +287,9 @@ class Agent:
         os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
         self.log.info("Checking for existing database in S3...")
         incoming = local + ".download"
-        result = store.download_newest_good(incoming)
+        result = self._call(lambda: store.download_newest_good(incoming), "download")
         if result is None:
-            older = store.versions()
+            older = self._call(store.versions, "list versions")
             if older:
                 # A deleted current object is an accident far more often than a wish to start
                 # over: an empty database uploaded over it would hide every row.
@@ -244,31 +338,87 @@ class Agent:
 
     def _supervise(self, argv: Sequence[str] | None) -> int:
         assert self.keeper is not None and self.syncer is not None and self.heartbeat
-        heartbeat = self.heartbeat
-        if heartbeat.lost:
-            self._stop_reason = heartbeat.lost
+        if self.keeper.lost:
             return self._abandon(app_running=False)
         outcome = None
         if argv and not self._signals:
             outcome = self._start_app(argv)
-        self._publish("running")
+        elif not argv and not self._trusted_for_a_start():
+            outcome = "lost"  # ``startup`` returns at "running": the user's app starts then
+        if outcome != "lost":
+            self._publish("running")
         try:
             return self._finish(outcome or self._guarded_loop())
         finally:
-            heartbeat.stop()
+            self._stop_guards()
 
     def _start_app(self, argv: Sequence[str]) -> str | None:
-        """Start the app; ``"no-app"`` when it cannot be (the stop still uploads and releases)."""
-        self.app = AppProcess(argv, env=self._app_env(), **self._spawner())
-        try:
-            self.app.start()
-        except OSError as exc:
-            self.log.error(f"Failed to start the app {list(argv)}: {exc}")
-            self.app = None
-            return "no-app"
-        self.log.info("App started", extra={"pid": self.app.pid, "argv": list(argv)})
+        """Start the app; ``"no-app"`` when it cannot be (the stop still uploads and releases),
+        ``"lost"`` when the lease is gone already."""
+        assert self.keeper is not None
+        if not self._trusted_for_a_start():
+            return "lost"
+        app = AppProcess(argv, env=self._app_env(), **self._spawner())
+        with self._writer_lock:
+            # Under the lock: the watchdog stops the app we start here, or we see it has fired.
+            if self.keeper.lost:
+                return "lost"
+            try:
+                app.start()
+            except OSError as exc:
+                self.log.error(f"Failed to start the app {list(argv)}: {exc}")
+                return "no-app"
+            self.app = app
+        self.log.info("App started", extra={"pid": app.pid, "argv": list(argv)})
         threading.Thread(target=self._watch_app, name="wakeful-app", daemon=True).start()
+        threading.Thread(target=self._await_ready, name="wakeful-ready", daemon=True).start()
         return None
+
+    def _await_ready(self) -> None:
+        """Mark the lease ready once the app answers on its port (at once without a port):
+        only then do wakes and the front door send clients to it."""
+        assert self.keeper is not None and self.app is not None
+        keeper, app, port = self.keeper, self.app, self.settings.app_port
+        took = 0.0
+        if port is not None:
+            probe = Probe(port, self.settings.ready_path, self.settings.ready_host)
+            answered = wait_until_ready(
+                probe, lambda: app.poll() is None and not keeper.lost, self._stopping,
+                self.log.warning, self.deps.clocks.monotonic,
+            )
+            if answered is None:
+                return
+            took = answered
+        try:
+            self._call(lambda: keeper.table.mark_ready(keeper.holder, keeper.token), "mark ready")
+        except (LeaseLost, LeaseUnavailable, OSError) as exc:
+            # A lost lease is the watchdog's to act on; a failed write leaves clients told
+            # "starting" until the next try, which the heartbeat's renewals do not make.
+            self.log.warning(f"Could not mark the app ready on the lease: {exc}")
+            return
+        self.log.info("App ready", extra={"seconds": round(took, 3), "port": port})
+        emit(self.deps.metrics, "AppReady", took, MetricUnit.Seconds)
+        if not self._stopping.is_set():
+            self._publish("running", ready=True)
+
+    def _trusted_for_a_start(self) -> bool:
+        """Whether the lease holds long enough to start the app; renews once if it is short."""
+        assert self.keeper is not None
+        keeper = self.keeper
+        margin = START_MARGIN_SHARE * keeper.ttl
+        if keeper.trusted_for() >= margin:
+            return True
+        try:
+            self._call(keeper.renew, "renew the lease before starting the app")
+        except (LeaseLost, LeaseUnavailable, OSError) as exc:
+            self.log.warning(f"Could not renew the lease before starting the app: {exc}")
+        if keeper.trusted_for() >= margin:
+            return True
+        keeper.lose(
+            f"the lease is trusted for {max(0.0, keeper.trusted_for()):.1f} s, less than the "
+            f"{margin:.1f} s needed to start the app"
+        )
+        return False
 
     def _guarded_loop(self) -> str:
         """The loop; an unexpected error still ends in the final upload and release."""
@@ -279,24 +429,21 @@ class Agent:
             return "error"
 
     def _loop(self) -> str:
-        """Wait for the next thing to do; return why we are stopping."""
-        assert self.syncer is not None
+        """Wait for the next thing to do; return why we are stopping.
+
+        The lease's expiry is not watched here: this thread may be blocked in a sync when it
+        runs out, so the watchdog stops the app on its own and posts ``lost``.
+        """
+        assert self.syncer is not None and self.keeper is not None
         interval = self.settings.sync_interval
         clocks = self.deps.clocks
         next_sync = clocks.monotonic() + interval if interval > 0 else None
-        assert self.keeper is not None and self.heartbeat is not None
         while True:
-            # Wake up in time to notice the lease running out even if a renewal hangs; the
-            # margin absorbs clock-rate differences between this host and the others.
-            deadline = self.keeper.valid_until - 0.1 * self.keeper.ttl
-            wake_at = deadline if next_sync is None else min(deadline, next_sync)
-            lapse = self._lease_lapsed(deadline)
-            if lapse:
-                self._stop_reason = lapse
+            if self.keeper.lost:
                 return "lost"
-            for message in self.inbox.wait(max(0.0, wake_at - clocks.monotonic())):
-                if message.kind == "lost":
-                    self._stop_reason = message.detail
+            timeout = None if next_sync is None else max(0.0, next_sync - clocks.monotonic())
+            for message in self.inbox.wait(timeout):
+                if message.kind == "lost" or self.keeper.lost:
                     return "lost"
                 if message.kind in ("signal", "exited", "idle"):
                     self._stop_reason = message.detail or message.kind
@@ -309,15 +456,6 @@ class Agent:
                 if self._sync("periodic") == "lost":
                     return "lost"
                 next_sync = clocks.monotonic() + interval
-
-    def _lease_lapsed(self, deadline: float) -> str | None:
-        """Why we can no longer count on the lease, if we cannot."""
-        assert self.heartbeat is not None
-        if self.deps.clocks.monotonic() >= deadline:
-            return "the lease was not renewed in time; another agent may take it over"
-        if not self.heartbeat.is_alive() and not self.heartbeat.lost:
-            return "the heartbeat stopped"
-        return None
 
     def _sync(self, reason: str, force: bool = False) -> str:
         assert self.syncer is not None
@@ -346,7 +484,9 @@ class Agent:
     # -- stopping --------------------------------------------------------------------------
 
     def _finish(self, outcome: str) -> int:
-        if outcome == "lost":
+        assert self.keeper is not None
+        self._stopping.set()
+        if outcome == "lost" or self.keeper.lost:
             return self._abandon()
         self._publish("stopping")
         self._stop_sending_clients()
@@ -372,17 +512,26 @@ class Agent:
     def _stop_sending_clients(self) -> None:
         """Wakes from now on answer "starting", not this app's address (it is stopping)."""
         assert self.keeper is not None
+        holder = self.keeper.holder
         try:
-            self.deps.table.clear_endpoint(self.keeper.holder)
-        except LeaseUnavailable as exc:
+            self._call(lambda: self.deps.table.clear_endpoint(holder), "clear the endpoint")
+        except (LeaseUnavailable, LeaseLost, OSError) as exc:
             self.log.warning(f"Could not clear the endpoint on the lease: {exc}")
 
     def _final_upload_and_release(self) -> int | None:
-        """Upload (retrying inside the stop budget), then release. ``None`` when both held."""
+        """Upload (retrying inside the stop budget), release, then back up if time is left.
+
+        ``None`` when upload and release held. The backup is optional: bucket versioning
+        already keeps what it copies, so it must never delay the release.
+        """
         assert self.syncer is not None and self.keeper is not None
+        syncer = self.syncer
         budget_end = self._budget_end()
+        self._budget = Budget(budget_end, self.deps.clocks.monotonic)
+        results: list[SyncResult] = []
         uploaded = self._retry(
-            lambda: self.syncer.sync("shutdown", force=True), budget_end, "upload"
+            lambda: results.append(syncer.sync("shutdown", force=True, backup=False)),
+            budget_end, "upload",
         )
         if uploaded == "lost":
             return self._abandon(app_running=False)
@@ -393,64 +542,98 @@ class Agent:
             )
             emit(self.deps.metrics, "FinalUploadFailed")
             return EXIT_UPLOAD_FAILED
-        assert self.heartbeat is not None
-        self.heartbeat.stop()
-        released = self._retry(self.keeper.release, budget_end, "release")
+        self._stop_guards()
+        budget = self._budget
+        keeper = self.keeper
+        # Conditioned on holder and token, a release is safe whatever the lease's trust.
+        released = self._retry(
+            lambda: call_within(keeper.release, budget, "release"), budget_end, "release"
+        )
         if released != "ok":
             self.log.error("Failed to release the lease; it will expire on its own")
             return EXIT_RELEASE_FAILED
         self.log.info("Lease released", extra={"lease": self.keeper.table.name})
-        self.syncer.close()
+        syncer.close()
+        final = results[-1].info if results else None
+        if final is not None:
+            self._backup_in_what_is_left(final)
         return None
+
+    def _backup_in_what_is_left(self, info: ObjectInfo) -> None:
+        assert self.syncer is not None and self._budget is not None
+        budget = self._budget
+        left = budget.remaining()
+        if left < BACKUP_MIN_SECONDS:
+            self.log.warning(
+                f"Backup skipped: only {max(0.0, left):.1f} s of the stop budget left "
+                "(bucket versioning keeps the uploaded version)"
+            )
+            return
+        # The lease is released: the backup copies one version and needs no lease.
+        self.syncer.backup(info, call=lambda fn, what: call_within(fn, budget, what))
 
     def _retry(self, action: Callable[[], Any], deadline: float, what: str) -> str:
         """``ok``, ``lost`` (fence refused), or ``failed`` once the budget is spent."""
         clocks = self.deps.clocks
-        delay = RETRY_FIRST_DELAY
-        attempts = 0
-        while True:
-            if attempts and self._signals >= 2:
+
+        def keep_trying() -> bool:
+            if self._signals >= 2:
                 self.log.error(f"Second signal: not retrying the {what}")
-                return "failed"
-            attempts += 1
-            try:
-                action()
-                return "ok"
-            except (FencingError, LeaseLost) as exc:
-                self._stop_reason = str(exc)
-                return "lost"
-            except (StoreUnavailable, LeaseUnavailable, CorruptDatabase, OSError) as exc:
-                self.log.warning(f"Failed to {what}: {exc}")
-                if clocks.monotonic() + delay >= deadline:
-                    return "failed"
-                clocks.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY)
+                return False
+            return True
+
+        try:
+            retry.within_budget(
+                action, deadline, clocks.monotonic, clocks.sleep, RETRYABLE,
+                lambda exc: self.log.warning(f"Failed to {what}: {exc}"), keep_trying,
+            )
+        except (FencingError, LeaseLost) as exc:
+            self._stop_reason = str(exc)
+            return "lost"
+        except RETRYABLE:
+            return "failed"
+        return "ok"
 
     def _abandon(self, app_running: bool = True) -> int:
         """The fence is lost: stop at once, keep our file aside, never upload."""
+        reason = (self.keeper.lost if self.keeper else None) or self._stop_reason
+        if self.keeper is not None:
+            self.keeper.lose(str(reason))
         self.log.error(
-            f"Lease lost: {self._stop_reason}. Stopping the app without uploading",
+            f"Lease lost: {reason}. Stopping the app without uploading",
             extra={"lease": self.deps.table.name},
         )
         emit(self.deps.metrics, "LeaseLost")
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        if app_running and self.app is not None:
-            self.app.stop(min(self.settings.stop_grace, 2.0))
+        self._stop_guards()
+        writer_gone = self._halt(str(reason), 0.0) if app_running else True
         if self.syncer is not None:
             self.syncer.close()
-        kept = self._set_aside()
+        kept = self._set_aside(writer_gone)
         if kept:
             self.log.error(f"Local database kept aside at {kept}")
         self._publish("exited", exit_code=EXIT_LEASE_LOST, conflict=kept)
         return EXIT_LEASE_LOST
 
-    def _set_aside(self) -> str | None:
+    def _set_aside(self, writer_gone: bool) -> str | None:
+        """Keep the local database as ``.conflict.<time>``: moved if nothing has it open any
+        more, else copied (a consistent snapshot) and left where its writer has it."""
         local = self.settings.local_path
         if not os.path.exists(local):
             return None
         stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(self.deps.clocks.wall()))
         target = f"{local}.conflict.{stamp}"
+        holders = open_elsewhere([local, *sidecars(local)])
+        if not writer_gone or holders:
+            self.log.error(
+                "The database is still open by another process; copying it aside, not moving it",
+                extra={"pids": holders},
+            )
+            try:
+                take(local, target)
+            except (CorruptDatabase, OSError) as exc:
+                self.log.error(f"Could not copy the database aside ({exc}); it stays at {local}")
+                return None
+            return target
         # The WAL moves with the file under the matching name, so the copy stays complete.
         for suffix in ("-wal", "-journal"):
             if os.path.exists(local + suffix):

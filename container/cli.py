@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
 
 from chalicelib import aws
 from chalicelib.errors import ConfigError, WakefulError
@@ -14,10 +16,11 @@ from chalicelib.lease import LeaseTable
 from chalicelib.ledger import TaskLedger
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import AgentSettings
-from chalicelib.store import DatabaseStore
-from container import commands
+from chalicelib.store import DatabaseStore, MiB
+from container import commands, timeouts
 from container.agent import Agent, Dependencies
 from container.identity import discover
+from container.process import ProcessGroup
 
 USAGE_EXAMPLES = """\
 examples:
@@ -28,41 +31,71 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Options are matched exactly: ``backups --version`` is not ``--versions``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wakeful-agent",
         description="Keeps one fenced, verified copy of a SQLite database in S3.",
         epilog=USAGE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"wakeful-agent {_version()}",
+                        help="print the installed version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     run = sub.add_parser("run", help="acquire, download, run CMD, sync, upload on stop, release")
-    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD", help="the app to run")
-    sub.add_parser("serve", help=argparse.SUPPRESS)
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD",
+                     help="the app's command, after `--`")
+    # What `startup` starts in the background; not for people, so not listed in the help
+    # (a sub-command added without help= is left out of the list).
+    serve = sub.add_parser("serve")
+    serve.add_argument("--writer-group", type=int, metavar="PGID",
+                       help="the process group to stop when the lease is lost")
     sub.add_parser("startup", help="start a background agent (download, then sync periodically)")
     sub.add_parser("shutdown", help="stop the background agent: final upload, then release")
     down = sub.add_parser("download", help="download and verify the current database")
-    down.add_argument("--output", help="write here instead of DB_LOCAL_PATH")
-    down.add_argument("--version", dest="version_id", help="a specific S3 version id")
+    down.add_argument("--output", metavar="PATH",
+                      help="write a copy here instead of DB_LOCAL_PATH")
+    down.add_argument("--version", dest="version_id", metavar="ID",
+                      help="a specific S3 version id instead of the current object")
     up = sub.add_parser("upload", help="upload the local database now")
     up.add_argument("--force", action="store_true",
                     help="replace a current object that changed since the local download")
     lst = sub.add_parser("backups", help="list timestamped backups (and versions)")
     lst.add_argument("--versions", action="store_true", help="also list S3 versions")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="print JSON for scripts")
     restore = sub.add_parser("restore", help="make a backup or an older version current")
     source = restore.add_mutually_exclusive_group(required=True)
     source.add_argument("--backup", metavar="NAME", help="YYYYMMDD_HHMMSS or the full key")
-    source.add_argument("--version", dest="version_id", metavar="ID")
-    source.add_argument("--at", metavar="TIME", help="newest version at or before TIME")
+    source.add_argument("--version", dest="version_id", metavar="ID", help="an S3 version id")
+    source.add_argument("--at", metavar="TIME",
+                        help="the newest version at or before TIME (ISO 8601, stamp or epoch)")
+    restore.add_argument("--dry-run", action="store_true",
+                         help="check the source and the lease, say what would happen, "
+                              "change nothing")
     ver = sub.add_parser("verify", help="check a stored database without touching the local one")
     which = ver.add_mutually_exclusive_group()
-    which.add_argument("--backup", metavar="NAME")
-    which.add_argument("--version", dest="version_id", metavar="ID")
+    which.add_argument("--backup", metavar="NAME", help="a backup instead of the current object")
+    which.add_argument("--version", dest="version_id", metavar="ID",
+                       help="an S3 version instead of the current object")
     ver.add_argument("--quick", action="store_true", help="quick_check instead of integrity_check")
     st = sub.add_parser("status", help="lease, current object, backups, local agent")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print JSON for scripts")
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("wakeful")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,16 +108,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logger("wakeful-agent")
     sink = metrics("wakeful-agent")
     location = settings.location
+    supervising = args.command in ("run", "serve")
+    # An agent that holds a lease must hear back from every call before its lease runs out;
+    # manual commands keep botocore's patient defaults.
+    lease_timeouts = timeouts.lease_calls(settings.lease_ttl) if supervising else None
+    store_timeouts = timeouts.store_calls(settings.lease_ttl) if supervising else None
     # Endpoints are left to boto3, which honours AWS_ENDPOINT_URL and the per-service
     # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_DYNAMODB.
-    dynamodb = aws.client("dynamodb", location.region)
+    dynamodb = aws.client("dynamodb", location.region, timeouts=lease_timeouts)
     table = LeaseTable(location.lease_table, location.lease_name, client=dynamodb)
     ledger = TaskLedger(location.lease_table, location.lease_name, client=dynamodb)
-    store = DatabaseStore(location.bucket, location.key, region=location.region,
-                          backup_retention=location.backup_retention)
+    threshold = settings.multipart_threshold
+    store = DatabaseStore(location.bucket, location.key,
+                          client=aws.client("s3", location.region, timeouts=store_timeouts),
+                          backup_retention=location.backup_retention,
+                          multipart_threshold=threshold, part_size=min(16 * MiB, threshold))
     identity = discover()
     try:
-        if args.command in ("run", "serve"):
+        if supervising:
             app = list(getattr(args, "argv", []) or [])
             if app and app[0] == "--":
                 app = app[1:]
@@ -92,8 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("wakeful-agent: run needs the app's command: run -- CMD...",
                       file=sys.stderr)
                 return EXIT_USAGE
+            group = getattr(args, "writer_group", None)
             agent = Agent(
-                settings, Dependencies(table, store, identity, log, sink, ledger=ledger)
+                settings, Dependencies(table, store, identity, log, sink, ledger=ledger),
+                writer_group=ProcessGroup(group) if group is not None else None,
             )
             return agent.run(app or None)
         ctx = commands.Context(settings, table, store, identity, log, sink)
@@ -116,7 +159,8 @@ def _manual(args: argparse.Namespace, ctx: commands.Context) -> int:
     if command == "backups":
         return commands.backups(ctx, args.versions, args.json)
     if command == "restore":
-        return commands.restore(ctx, args.backup, args.version_id, args.at)
+        return commands.restore(ctx, args.backup, args.version_id, args.at,
+                                dry_run=args.dry_run)
     if command == "verify":
         return commands.verify(ctx, args.backup, args.version_id, full=not args.quick)
     if command == "status":

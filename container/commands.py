@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import listing, report, sources
+from chalicelib import listing, report, sources, text
 from chalicelib import restore as restoring
 from chalicelib.errors import CorruptDatabase, FencingError, LeaseHeld, LeaseLost, NotFound
 from chalicelib.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from chalicelib.hold import LeaseHold
 from chalicelib.lease import LeaseTable
 from chalicelib.settings import AgentSettings
-from chalicelib.store import DatabaseStore
+from chalicelib.store import DatabaseStore, ObjectInfo
 from container import live, render, spawn, state
 from container.identity import Identity
 from container.placement import move_into_place
@@ -132,10 +132,15 @@ def download(ctx: Context, output: str | None = None, version_id: str | None = N
 # -- restore and verify ---------------------------------------------------------------------
 
 
-def restore(ctx: Context, backup: str | None, version_id: str | None, at: str | None) -> int:
+def restore(
+    ctx: Context, backup: str | None, version_id: str | None, at: str | None,
+    dry_run: bool = False,
+) -> int:
     """Make a backup or an older version the current database, under the lease."""
     source = sources.resolve(ctx.store, backup, version_id, at)
     label = sources.label(source)
+    if dry_run:
+        return _restore_preview(ctx, source)
 
     def announce(kind: str, what: str, size: int) -> None:
         if kind == "download":
@@ -153,6 +158,21 @@ def restore(ctx: Context, backup: str | None, version_id: str | None, at: str | 
         return EXIT_OK
 
     return _refusals(ctx, run)
+
+
+def _restore_preview(ctx: Context, source: ObjectInfo) -> int:
+    try:
+        seen = restoring.preview(ctx.table, ctx.store, source, scratch=_scratch(ctx))
+    except CorruptDatabase as exc:
+        ctx.out(f"[ERROR] {sources.label(source)} is corrupt: {exc.reason}; it cannot be restored")
+        return EXIT_FAILED
+    for line in seen.lines(ctx.store.url):
+        ctx.out(line)
+    refusal = seen.refusal
+    if refusal is not None:
+        ctx.out(f"[ERROR] The restore would be refused: {held_advice(refusal, seen.now)}")
+        return EXIT_REFUSED
+    return EXIT_OK
 
 
 def verify(
@@ -188,7 +208,7 @@ def backups(ctx: Context, versions: bool, as_json: bool) -> int:
     if as_json:
         ctx.out(render.as_json(found.as_json()))
     else:
-        for line in render.listing_lines(found, versions):
+        for line in render.listing_lines(found, time.time()):
             ctx.out(line)
     return EXIT_OK
 
@@ -221,7 +241,11 @@ def startup(ctx: Context, timeout: float = 180.0) -> int:
     if state.live_agent(local):
         ctx.out("[INFO] An agent is already running for this database")
         return EXIT_OK
-    started = spawn.start_background_agent(local, timeout, sleep=ctx.sleep)
+    # The caller's process group (an entrypoint script, and the app it starts next) is the
+    # writer the agent stops if it loses the lease.
+    started = spawn.start_background_agent(
+        local, timeout, sleep=ctx.sleep, argv=(*spawn.SERVE, "--writer-group", str(os.getpgrp()))
+    )
     if started.running:
         ctx.out(f"[INFO] Agent running in the background (pid {started.pid})")
         return EXIT_OK
@@ -268,14 +292,20 @@ def _refusals(ctx: Context, run: Callable[[], int]) -> int:
     try:
         return run()
     except LeaseHeld as exc:
-        ctx.out(
-            f"[ERROR] Refused: {exc}. A running backend holds the database; "
-            "stop it first (or run this inside its container)."
-        )
+        ctx.out(f"[ERROR] Refused: {held_advice(exc, time.time())}")
         return EXIT_REFUSED
     except (FencingError, LeaseLost) as exc:
         ctx.out(f"[ERROR] Refused: {exc}")
         return EXIT_REFUSED
+
+
+def held_advice(exc: LeaseHeld, now: float) -> str:
+    """Who holds the lease until when, and what to do: the same inside a container or out."""
+    return (
+        f"the lease {exc.name!r} is {exc.state} by {exc.holder!r} until "
+        f"{text.moment(exc.expires_at, now)}. A running backend owns the database: put it to "
+        "sleep first (`wakeful sleep --wait`), then run this again."
+    )
 
 
 def _scratch(ctx: Context) -> str | None:

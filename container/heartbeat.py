@@ -1,4 +1,4 @@
-"""Keeps the lease alive from a background thread; reports loss and idleness to the agent."""
+"""Keeps the lease alive from a background thread, and says how long it can still be trusted."""
 
 from __future__ import annotations
 
@@ -10,9 +10,23 @@ from chalicelib.errors import LeaseLost, LeaseUnavailable
 from chalicelib.lease import Lease, LeaseTable
 from container.inbox import Inbox
 
+# The share of the TTL this process keeps in hand for clock-rate differences with the hosts
+# that judge expiry: it stops trusting the lease that long before its own reckoning runs out.
+CLOCK_MARGIN = 0.1
+
+
+def trusted_until(lease: Lease, ttl: float, sent: float, sent_wall: float) -> float:
+    """Until when (monotonic) a lease returned by a request sent at ``sent`` can be counted on.
+
+    A fresh acquisition expires ``ttl`` after it was sent, however late its answer came. An
+    acquire that found our own earlier attempt's item (that answer was lost) returns the expiry
+    the earlier attempt wrote, sooner still: whichever ends first.
+    """
+    return sent + min(ttl, lease.expires_at - sent_wall)
+
 
 class LeaseKeeper:
-    """Owns the agent's view of its lease: holder, token, and when it expires."""
+    """Owns the agent's view of its lease: holder, token, and until when it can be trusted."""
 
     def __init__(
         self,
@@ -20,6 +34,7 @@ class LeaseKeeper:
         lease: Lease,
         ttl: float,
         monotonic: Callable[[], float] = time.monotonic,
+        valid_until: float | None = None,
     ) -> None:
         self.table = table
         self.ttl = ttl
@@ -28,7 +43,10 @@ class LeaseKeeper:
         self._lease = lease
         # Until when this process may count on the lease, by its own clock: a renewal counts
         # from when it was sent, so a slow answer never stretches it.
-        self.valid_until = monotonic() + ttl
+        self.valid_until = monotonic() + ttl if valid_until is None else valid_until
+        self.margin = CLOCK_MARGIN * ttl
+        self._lost: str | None = None
+        self._lost_event = threading.Event()
 
     @property
     def lease(self) -> Lease:
@@ -43,14 +61,38 @@ class LeaseKeeper:
     def token(self) -> int:
         return self.lease.token
 
+    @property
+    def lost(self) -> str | None:
+        """Why the lease is no longer ours, once that is known or can no longer be ruled out."""
+        return self._lost
+
+    def lose(self, reason: str) -> None:
+        """From now on the lease is not trusted, whatever a late renewal answers."""
+        with self._lock:
+            if self._lost is None:
+                self._lost = reason
+        self._lost_event.set()
+
+    def wait_lost(self, timeout: float) -> bool:
+        return self._lost_event.wait(max(0.0, timeout))
+
+    def trusted_for(self) -> float:
+        """Seconds left before another agent could take the lease over (less the margin)."""
+        if self._lost is not None:
+            return 0.0
+        return self.valid_until - self.margin - self._monotonic()
+
     def renew(self) -> Lease:
         """Renew now; ``LeaseLost`` if it is no longer ours."""
         current = self.lease
+        if self._lost is not None:
+            raise LeaseLost(self.table.name, self.holder, current.token, self._lost)
         sent = self._monotonic()
         renewed = self.table.renew(str(current.holder), current.token, self.ttl)
         with self._lock:
-            self._lease = renewed
-            self.valid_until = max(self.valid_until, sent + self.ttl)
+            if self._lost is None:
+                self._lease = renewed
+                self.valid_until = max(self.valid_until, sent + self.ttl)
         return renewed
 
     def record_upload(self, upload: dict) -> None:
@@ -64,8 +106,30 @@ class LeaseKeeper:
         self.table.release(str(current.holder), current.token)
 
 
+class LeaseTrust:
+    """The deadline of a lease: a call is waited on only while the lease can be trusted."""
+
+    def __init__(self, keeper: LeaseKeeper) -> None:
+        self.keeper = keeper
+
+    def remaining(self) -> float:
+        return self.keeper.trusted_for()
+
+    def exceeded(self, what: str) -> BaseException:
+        keeper = self.keeper
+        reason = keeper.lost or "the lease was not renewed in time; another agent may take it over"
+        return LeaseLost(
+            keeper.table.name, keeper.holder, keeper.token, f"{reason} (while waiting on {what})"
+        )
+
+
 class Heartbeat(threading.Thread):
-    """Renews every ``ttl/3``; posts ``lost`` or ``idle`` to the agent's inbox."""
+    """Renews every ``ttl/3``, and soon again after a failure; posts ``idle`` to the inbox.
+
+    A refused renewal marks the keeper lost; the watchdog then stops the app. A renewal that
+    fails or hangs is retried while the lease is still trusted; when it no longer is, the
+    watchdog acts on its own, whatever this thread is blocked on.
+    """
 
     def __init__(
         self,
@@ -79,35 +143,34 @@ class Heartbeat(threading.Thread):
         self.inbox = inbox
         self.idle_timeout = idle_timeout
         self.interval = max(0.2, keeper.ttl / 3)
+        self.retry_interval = self.interval / 5
         self._clock = clock
         self._halt = threading.Event()
-        self.lost: str | None = None
+
+    @property
+    def lost(self) -> str | None:
+        return self.keeper.lost
 
     def stop(self) -> None:
         self._halt.set()
 
     def run(self) -> None:
-        while not self._halt.wait(self.interval):
+        wait = self.interval
+        while not self._halt.wait(wait) and self.keeper.lost is None:
+            wait = self.retry_interval
             try:
                 lease = self.keeper.renew()
             except LeaseLost as exc:
-                self._lose(str(exc))
+                self.keeper.lose(str(exc))
                 return
-            except LeaseUnavailable as exc:
-                # We cannot prove we still hold it; past expiry someone else may.
-                if self._clock() >= self.keeper.lease.expires_at - self.interval:
-                    self._lose(f"could not renew before expiry: {exc}")
-                    return
-                continue
-            except Exception as exc:  # the agent's watchdog judges the lease by valid_until
+            except LeaseUnavailable:
+                continue  # still trusted for a while: try again soon
+            except Exception as exc:  # the watchdog judges the lease by its trust
                 self.inbox.post("heartbeat-error", str(exc))
                 continue
+            wait = self.interval
             if self._idle(lease):
                 self.inbox.post("idle", "no wake within the idle timeout")
-
-    def _lose(self, reason: str) -> None:
-        self.lost = reason
-        self.inbox.post("lost", reason)
 
     def _idle(self, lease: Lease) -> bool:
         if self.idle_timeout <= 0:

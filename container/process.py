@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from container.state import process_start
+
 _PR_SET_PDEATHSIG = 1
 # Loaded before any fork: dlopen in a forked child of a threaded parent can deadlock.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -93,3 +95,105 @@ class AppProcess:
         if code is None:
             return 0
         return 128 - code if code < 0 else int(code)
+
+
+class ProcessGroup:
+    """The app when the user's entrypoint keeps it (``startup``): the entrypoint's process group.
+
+    A script without job control starts its commands (``app &``) in its own process group, so
+    the group that ran ``startup`` is the writer the agent must stop when it loses the lease.
+    Members are found in /proc; a group whose leader was replaced by a newer process of the
+    same pid is another group, and is left alone.
+    """
+
+    def __init__(self, pgid: int) -> None:
+        if pgid == os.getpgrp():
+            raise ValueError(f"process group {pgid} is the agent's own")
+        self.pgid = pgid
+        self._leader_start = process_start(pgid)
+
+    @property
+    def pid(self) -> int:
+        return self.pgid
+
+    def members(self) -> list[int]:
+        if self._leader_start is not None and process_start(self.pgid) not in (
+            None, self._leader_start,
+        ):
+            return []  # the pid names a newer process: our group is gone
+        me = os.getpid()
+        return [pid for pid, pgrp, status in _processes() if pgrp == self.pgid
+                and status != "Z" and pid != me]
+
+    def poll(self) -> int | None:
+        return None if self.members() else 0
+
+    def signal(self, signum: int) -> None:
+        if self.members():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, signum)
+
+    def stop(self, grace: float, clock: Callable[[], float] = time.monotonic) -> int:
+        """SIGTERM the group, wait up to ``grace`` seconds for it to empty, then SIGKILL it."""
+        self.signal(signal.SIGTERM)
+        if not _gone_within(self.members, grace, clock):
+            self.signal(signal.SIGKILL)
+            _gone_within(self.members, KILL_WAIT, clock)
+        return 0
+
+
+# How long a SIGKILLed process may take to disappear from /proc before it counts as stuck.
+KILL_WAIT = 2.0
+
+
+def open_elsewhere(paths: Sequence[str]) -> list[int]:
+    """Pids of other processes that have any of ``paths`` open (a database and its sidecars).
+
+    A file must never be moved from under an open connection: its writer would go on writing
+    to the moved file, and SQLite's locking relies on the -shm staying where it is.
+    """
+    wanted = {os.path.realpath(path) for path in paths}
+    me = os.getpid()
+    holders = []
+    for pid, _pgrp, _status in _processes():
+        if pid == me:
+            continue
+        folder = f"/proc/{pid}/fd"
+        try:
+            descriptors = os.listdir(folder)
+        except OSError:
+            continue
+        for fd in descriptors:
+            try:
+                target = os.readlink(f"{folder}/{fd}")
+            except OSError:
+                continue
+            if target in wanted:
+                holders.append(pid)
+                break
+    return holders
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    """``(pid, process group, state)`` of every process visible in /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        found.append((int(entry), int(fields[2]), fields[0]))
+    return found
+
+
+def _gone_within(members: Callable[[], list[int]], seconds: float,
+                 clock: Callable[[], float]) -> bool:
+    deadline = clock() + seconds
+    while members():
+        if clock() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True

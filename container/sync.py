@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from chalicelib.observability import MetricUnit, emit
 from chalicelib.snapshot import ChangeWatcher, remove_file, take, take_quiescent
@@ -16,6 +17,13 @@ from container.heartbeat import LeaseKeeper
 # Reasons whose uploads also leave a timestamped backup; periodic uploads are covered by
 # bucket versioning and would otherwise churn the backup list.
 BACKUP_REASONS = frozenset({"shutdown", "manual", "restore"})
+
+# Runs one AWS call, named for its errors: the agent's bounds each wait by its lease's trust.
+Caller = Callable[[Callable[[], Any], str], Any]
+
+
+def direct(fn: Callable[[], Any], _what: str) -> Any:
+    return fn()
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Syncer:
         log,
         metrics,
         clock: Callable[[], float] = time.monotonic,
+        call: Caller = direct,
     ) -> None:
         self.local_path = local_path
         self.store = store
@@ -49,6 +58,7 @@ class Syncer:
         self.log = log
         self.metrics = metrics
         self._clock = clock
+        self._call = call
         self._watcher = ChangeWatcher(local_path)
         self._pending = True
         self.last_upload: ObjectInfo | None = None
@@ -61,17 +71,20 @@ class Syncer:
     def needed(self) -> bool:
         return self._pending or self._watcher.changed()
 
-    def sync(self, reason: str, force: bool = False) -> SyncResult:
+    def sync(self, reason: str, force: bool = False, backup: bool = True) -> SyncResult:
+        """Upload if the database changed (or ``force``); ``backup=False`` leaves the
+        timestamped backup to the caller (the final upload releases the lease first)."""
         started = self._clock()
         if not os.path.exists(self.local_path):
             self.log.info("No local database yet; nothing to upload", extra={"reason": reason})
             if reason == "shutdown":
                 # Still the control plane's proof that this stop lost nothing.
-                self.keeper.record_upload({
+                proof = {
                     "holder": self.keeper.holder, "token": self.keeper.token,
                     "reason": reason, "at": time.time(), "size": 0,
                     "note": "no local database: nothing to upload",
-                })
+                }
+                self._call(lambda: self.keeper.record_upload(proof), "record the upload")
             return SyncResult(False, None, 0.0, reason)
         if not force and not self.needed():
             return SyncResult(False, None, 0.0, reason)
@@ -85,14 +98,14 @@ class Syncer:
             snapshot = (take_quiescent if reason == "shutdown" else take)(
                 self.local_path, snapshot_path
             )
-            self.keeper.renew()
-            info = self.store.upload(
-                snapshot, self.etag, UploadIntent(self.keeper.holder, self.keeper.token, reason)
-            )
+            self._call(self.keeper.renew, "renew the lease")
+            intent = UploadIntent(self.keeper.holder, self.keeper.token, reason)
+            etag = self.etag
+            info = self._call(lambda: self.store.upload(snapshot, etag, intent), "upload")
             self.etag = info.etag
             self.last_upload = info
             self._pending = False
-            self.keeper.record_upload(info.describe())
+            self._call(lambda: self.keeper.record_upload(info.describe()), "record the upload")
         finally:
             remove_file(snapshot_path)
         seconds = self._clock() - started
@@ -110,24 +123,26 @@ class Syncer:
         )
         emit(self.metrics, "SyncDuration", seconds, MetricUnit.Seconds, reason=reason)
         emit(self.metrics, "DatabaseSize", info.size, MetricUnit.Bytes)
-        if reason in BACKUP_REASONS:
+        if backup and reason in BACKUP_REASONS:
             self.backup(info)
         return SyncResult(True, info, seconds, reason)
 
-    def backup(self, info: ObjectInfo) -> None:
+    def backup(self, info: ObjectInfo, call: Caller | None = None) -> None:
         """Timestamped backup and retention; a failure here never fails the sync.
 
         A backup identical to the newest one is skipped: a backend woken and put back to sleep
         without writes must not push distinct restore points out of the retention window.
+        ``call`` bounds its calls differently (after the release: by the stop budget alone).
         """
+        call = call or self._call
         try:
-            newest = self.store.newest_backup()
+            newest = call(self.store.newest_backup, "find the newest backup")
             if newest is not None and info.sha256 and newest.sha256 == info.sha256:
                 self.log.info(f"Backup skipped: unchanged since backup {newest.key}")
                 return
             self.log.info("Creating timestamped backup in S3...")
-            backup = self.store.create_backup(info)
-            pruned = self.store.prune_backups()
+            backup = call(lambda: self.store.create_backup(info), "create a backup")
+            pruned = call(self.store.prune_backups, "prune backups")
         except Exception as exc:  # the database itself is safely uploaded
             self.log.warning(f"Failed to create timestamped backup: {exc}")
             return

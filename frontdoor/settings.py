@@ -63,7 +63,11 @@ class FrontDoorSettings:
                 f"must be shorter than WAKEFUL_FRONT_DOOR_TIMEOUT ({timeout:g} s), so a held "
                 f"request still has time to reach the app; got {hold:g}",
             )
-        keepalive = _seconds(env, "WAKEFUL_FRONT_DOOR_KEEPALIVE", cls.keepalive, minimum=1.0)
+        # Traffic must refresh the agent's idle timer before it runs out: by default three
+        # refreshes fit in one idle timeout.
+        idle = _seconds(env, "WAKEFUL_IDLE_TIMEOUT", 0.0)
+        default_keepalive = min(cls.keepalive, max(1.0, idle / 3)) if idle else cls.keepalive
+        keepalive = _seconds(env, "WAKEFUL_FRONT_DOOR_KEEPALIVE", default_keepalive, minimum=1.0)
         retry_after = _seconds(env, "WAKEFUL_FRONT_DOOR_RETRY_AFTER", cls.retry_after, 1.0)
         return cls(
             hold=hold,

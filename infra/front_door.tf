@@ -39,12 +39,12 @@ variable "front_door_timeout_seconds" {
 }
 
 variable "front_door_keepalive_seconds" {
-  description = "Traffic through the front door refreshes the lease's last_wake (the agent's idle timer) at most once per this many seconds per Lambda instance. Keep it well below idle_timeout_seconds."
+  description = "Traffic through the front door refreshes the lease's last_wake (the agent's idle timer) at most once per this many seconds per Lambda instance. Null: 60, or a third of idle_timeout_seconds when that is shorter. At most half of idle_timeout_seconds."
   type        = number
-  default     = 60
+  default     = null
 
   validation {
-    condition     = var.front_door_keepalive_seconds >= 1
+    condition     = var.front_door_keepalive_seconds == null || try(var.front_door_keepalive_seconds >= 1, false)
     error_message = "front_door_keepalive_seconds must be >= 1."
   }
 }
@@ -83,11 +83,21 @@ locals {
   front_door_package = "${path.module}/control_plane/front_door.zip"
   front_door_subnets = length(var.front_door_subnet_ids) > 0 ? var.front_door_subnet_ids : var.subnet_ids
 
-  # The wake is the control plane's own code: the same variables, plus the front door's.
-  front_door_environment = merge(local.control_plane_environment, {
+  front_door_keepalive = coalesce(
+    var.front_door_keepalive_seconds,
+    var.idle_timeout_seconds > 0 ? max(1, min(60, floor(var.idle_timeout_seconds / 3))) : 60,
+  )
+
+  # The wake is the control plane's own code: the same variables, plus the front door's, less
+  # the API key digest: the front door serves no API, and a key change must not redeploy it.
+  front_door_environment = merge({
+    for name, value in local.control_plane_environment : name => value
+    if name != "WAKEFUL_API_KEY_SHA256"
+    }, {
     WAKEFUL_FRONT_DOOR_HOLD      = tostring(var.front_door_hold_seconds)
     WAKEFUL_FRONT_DOOR_TIMEOUT   = tostring(var.front_door_timeout_seconds)
-    WAKEFUL_FRONT_DOOR_KEEPALIVE = tostring(var.front_door_keepalive_seconds)
+    WAKEFUL_FRONT_DOOR_KEEPALIVE = tostring(local.front_door_keepalive)
+    WAKEFUL_IDLE_TIMEOUT         = tostring(var.idle_timeout_seconds)
     POWERTOOLS_SERVICE_NAME      = "front-door"
   })
 
@@ -299,6 +309,10 @@ resource "aws_lambda_function" "front_door" {
     precondition {
       condition     = var.front_door_hold_seconds <= var.front_door_timeout_seconds - 5
       error_message = "front_door_hold_seconds must be at least 5 s below front_door_timeout_seconds: a held request still needs time to reach the app."
+    }
+    precondition {
+      condition     = var.idle_timeout_seconds == 0 || local.front_door_keepalive * 2 <= var.idle_timeout_seconds
+      error_message = "front_door_keepalive_seconds must be at most half of idle_timeout_seconds, or traffic through the front door cannot keep the backend awake."
     }
   }
 }

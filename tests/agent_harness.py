@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 
@@ -34,7 +34,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
 class AgentProcess:
     """``python -m container run -- CMD`` with its output captured to a file."""
 
+    # Every agent started, so a failed test's teardown can kill what is still running.
+    started: ClassVar[list[AgentProcess]] = []
+
     def __init__(self, env: dict[str, str], argv: list[str], log_dir: Path, name: str = "agent"):
+        AgentProcess.started.append(self)
         self.env = env
         self.local_path = env["DB_LOCAL_PATH"]
         self.output_path = log_dir / f"{name}.out"
@@ -96,15 +100,37 @@ class AgentProcess:
             self.process.kill()
         self.wait()
 
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        """Kill the agents (and so, by PDEATHSIG, their apps) a test left running."""
+        while cls.started:
+            agent = cls.started.pop()
+            if agent.process.poll() is None:
+                os.kill(agent.pid, signal.SIGCONT)  # a test may have paused it
+                agent.kill()
+            elif not agent._output.closed:
+                agent._output.close()
+
 
 def writer(env: dict[str, str], log: Path, interval: float = 0.02, mode: str = "wal") -> list[str]:
     return [sys.executable, WRITER, env["DB_LOCAL_PATH"], str(log), str(interval), mode]
 
 
 def committed_ids(log: Path) -> list[int]:
+    return [row for row, _ in commits(log)]
+
+
+def commits(log: Path) -> list[tuple[int, float]]:
+    """``(id, wall time its COMMIT returned)`` for every row the writer app acknowledged."""
     if not log.exists():
         return []
-    return [int(line) for line in log.read_text().split() if line.strip().isdigit()]
+    found = []
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if parts and parts[0].isdigit():
+            # A line is one write(), so a kill does not cut one short; if it did, no time.
+            found.append((int(parts[0]), float(parts[1]) if len(parts) == 2 else float("nan")))
+    return found
 
 
 def lease_item(table: str = "wakeful-test-leases", name: str = "wakeful-test-db/db.sqlite3"):
@@ -151,3 +177,34 @@ def seed_database(path: Path, rows: int, pid: int = 0) -> Path:
 def put_object(data: bytes, bucket: str = "wakeful-test-db", key: str = "db.sqlite3") -> str:
     """A blind write, like ``aws s3 cp``: returns the new version id."""
     return boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data)["VersionId"]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def child_pid(parent: int) -> int | None:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[-1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == parent:
+            return int(entry)
+    return None
+
+
+def env_for(base: dict[str, str], tmp_path: Path, name: str, **extra: str) -> dict[str, str]:
+    """``base`` with a local database of its own (another container's disk) and ``extra``."""
+    env = dict(base)
+    env["DB_LOCAL_PATH"] = str(tmp_path / name / "db.sqlite3")
+    env.update(extra)
+    return env

@@ -109,3 +109,12 @@ def agent_env(resources: MotoServer, tmp_path: Path) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_left_running() -> Iterator[None]:
+    """A test that fails halfway must not leave its agent processes running."""
+    yield
+    from tests.agent_harness import AgentProcess
+
+    AgentProcess.kill_leftovers()

@@ -7,8 +7,9 @@ match wins; unmatched requests pass through untouched. Faults:
 - ``hang``: accept the request and never answer (a black hole) until ``heal``/``close``.
 - ``delay``: forward, then hold the answer for some seconds.
 - ``lose_answer``: forward (the write lands), then drop the connection without answering.
-- ``fail``: answer an error status with the service's error body, without forwarding (the
-  error code is the usual one for the status, or the one given: ``AccessDeniedException``).
+- ``fail``: answer an error status with the service's error body, without forwarding.
+- ``hold``: keep the request unforwarded until ``release``, then forward and answer it (a
+  sender paused with its request in flight).
 
 A fault is limited by a count of requests, a duration, or both, and can be removed. Every request
 is logged in ``requests`` so a test can assert, say, that no LIST was sent.
@@ -108,8 +109,10 @@ class Fault:
     until: float | None = None  # monotonic end; None = until removed
     seconds: float = 0.0  # for delay
     status: int = 503
-    code: str | None = None  # for fail: the error code in the body
+    code: str | None = None  # for fail: the error code in the body; None = one for the status
     hits: int = 0
+    answered: int = 0  # requests it matched that were forwarded and answered
+    released: threading.Event = field(default_factory=threading.Event)  # for hold
 
     def active(self, now: float) -> bool:
         if self.until is not None and now >= self.until:
@@ -174,11 +177,19 @@ class FaultProxy:
         seconds: float | None = None,
         code: str | None = None,
     ) -> Fault:
-        """Answer matching requests with ``status`` and the service's error body, whose code
-        is ``code`` when given (else the one the service uses for that status)."""
+        """Answer matching requests with ``status`` and the service's error body (``code``,
+        e.g. ``"ConditionalRequestConflict"``, or a usual one for the status)."""
         return self._add(
             Fault("fail", match, count, self._until(seconds), status=status, code=code)
         )
+
+    def hold(self, match: Matcher = anything, *, count: int | None = 1) -> Fault:
+        """Keep matching requests unforwarded until ``release(fault)``; then they go through."""
+        return self._add(Fault("hold", match, count, None))
+
+    def release(self, fault: Fault) -> None:
+        """Forward the requests ``fault`` holds (and let later matches through at once)."""
+        fault.released.set()
 
     def remove(self, fault: Fault) -> None:
         with self._state.lock:
@@ -186,8 +197,11 @@ class FaultProxy:
                 self._state.faults.remove(fault)
 
     def heal(self) -> None:
-        """Remove every fault and let hanging requests go (their connections are dropped)."""
+        """Remove every fault and let hanging requests go (their connections are dropped;
+        held ones are forwarded)."""
         with self._state.lock:
+            for fault in self._state.faults:
+                fault.released.set()
             self._state.faults.clear()
             self._state.healed.set()
             self._state.healed = threading.Event()
@@ -259,6 +273,8 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
             if fault is not None and fault.kind == "fail":
                 self._answer_error(request, fault.status, fault.code)
                 return
+            if fault is not None and fault.kind == "hold":
+                fault.released.wait()
             status, headers, payload = self._forward(body)
             if fault is not None and fault.kind == "lose":
                 self.close_connection = True
@@ -268,6 +284,9 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
             if fault is not None and fault.kind == "delay":
                 state.healed.wait(fault.seconds)
             self._answer(status, headers, payload)
+            if fault is not None:
+                with state.lock:
+                    fault.answered += 1
 
         def _read_body(self) -> bytes:
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -347,9 +366,9 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
             if self.command != "HEAD":
                 self.wfile.write(payload)
 
-        def _answer_error(self, request: Request, status: int, given: str | None) -> None:
+        def _answer_error(self, request: Request, status: int, code: str | None) -> None:
             if request.service == "s3" or not request.target:
-                code = given or {503: "SlowDown", 500: "InternalError"}.get(
+                code = code or {503: "SlowDown", 500: "InternalError"}.get(
                     status, f"Status{status}"
                 )
                 payload = (
@@ -358,9 +377,7 @@ def _handler(target: tuple[str, int], state: _State) -> type[BaseHTTPRequestHand
                 ).encode()
                 kind = "application/xml"
             else:
-                code = given or (
-                    "ThrottlingException" if status == 400 else "ServiceUnavailable"
-                )
+                code = code or ("ThrottlingException" if status == 400 else "ServiceUnavailable")
                 payload = json.dumps(
                     {
                         "__type": f"com.amazonaws.dynamodb.v20120810#{code}",

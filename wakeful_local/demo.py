@@ -1,9 +1,9 @@
 """The story a new user sees first, told as a timeline; exit 0 only when every step held.
 
-wake (202) → running (endpoint) → notes written → idle timeout → the agent uploads and exits →
-stop verified → wake again → the notes are there → the agent is SIGKILLed → unsynced stop
-flagged with its data-loss window → next wake restores the last periodic sync, and says what
-was lost.
+a plain request to the app's URL while asleep is served (it woke the backend) → notes written →
+idle timeout → the agent uploads and exits → stop verified → the next request wakes it again →
+the notes are there → the agent is SIGKILLed → unsynced stop flagged with its data-loss window
+→ the next request restores the last periodic sync, and says what was lost.
 """
 
 from __future__ import annotations
@@ -48,13 +48,17 @@ class Demo:
         self.t = timeline
 
     def run(self) -> None:
-        self.t.say("stack up", f"API {self.stack.api_url}, work folder {self.stack.workdir}")
-        task, endpoint = self.wake("first wake")
+        door = self.stack.front_door_url
+        self.t.say(
+            "stack up",
+            f"front door {door}, API {self.stack.api_url}, work folder {self.stack.workdir}",
+        )
+        task = self.request_while_asleep("first request while asleep")
         for text in ("buy milk", "water the plants", "call the plumber"):
-            self.post_note(endpoint, text)
-        self.t.say("3 notes written", endpoint)
+            self.post_note(door, text)
+        self.t.say("3 notes written", f"POST {door}/notes")
 
-        idle = f"{DEMO_TIMINGS.idle_timeout:g} s without a wake"
+        idle = f"{DEMO_TIMINGS.idle_timeout:g} s without a request"
         self.t.say("waiting for the idle timeout", idle)
         status = self.stack.wait_for(
             lambda: self._stopped(task), 60, "the idle agent to upload and exit"
@@ -71,19 +75,19 @@ class Demo:
             f"shutdown upload of {upload.get('size')} bytes, lease {status['lease']['state']}",
         )
 
-        task, endpoint = self.wake("second wake")
-        texts = self.notes(endpoint)
+        task = self.request_while_asleep("second request while asleep")
+        texts = self.notes(door)
         if texts != ["buy milk", "water the plants", "call the plumber"]:
             raise StepFailed("restore after sleep", f"the notes are not there: {texts}")
         self.t.say("the notes are there", f"{len(texts)} notes restored from S3")
 
-        self.post_note(endpoint, "synced before the crash")
+        self.post_note(door, "synced before the crash")
         written = time.time()
         self.stack.wait_for(
             lambda: self._synced_after(written), 30, "a periodic sync of the new note"
         )
         self.t.say("periodic sync done", "the note is in S3")
-        self.post_note(endpoint, "written after the last sync")
+        self.post_note(door, "written after the last sync")
         pid = self.stack.agent_pid(task)
         if pid is None:
             raise StepFailed("kill", "no live agent to kill")
@@ -104,8 +108,8 @@ class Demo:
             if isinstance(window, int | float) else f"{unsynced}",
         )
 
-        _, endpoint = self.wake("third wake")
-        texts = self.notes(endpoint)
+        self.request_while_asleep("third request while asleep")
+        texts = self.notes(door)
         if "synced before the crash" not in texts:
             raise StepFailed("restore after the crash", f"lost a synced note: {texts}")
         lost = [t for t in ("written after the last sync",) if t not in texts]
@@ -121,21 +125,30 @@ class Demo:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def wake(self, step: str) -> tuple[str, str]:
-        first = self.stack.api("POST", "/wake")
-        if first.status != 202:
-            raise StepFailed(step, f"expected 202 starting, got {first.status} {first.body}")
-        self.t.say(f"{step}: 202 {first.body.get('state')}",
-                   f"Retry-After {first.headers.get('Retry-After')}")
+    def request_while_asleep(self, step: str) -> str:
+        """A plain GET of the app's public URL while the backend sleeps: it wakes the backend
+        and is answered by the app once it is ready. Returns the task that serves it."""
+        state = self.stack.wait_for(
+            lambda: self.status().get("state") in ("asleep", "stopping") and self.status(),
+            60, f"{step}: the backend to be asleep",
+        )["state"]
+        started = time.monotonic()
+        answer = http("GET", f"{self.stack.front_door_url}/notes")
+        if answer.status != 200:
+            raise StepFailed(step, f"expected 200 from the app, got {answer.status} {answer.body}")
+        self.t.say(
+            f"{step}: 200",
+            f"GET $WAKEFUL_FRONT_DOOR_URL/notes ({state}) served in "
+            f"{time.monotonic() - started:.1f} s; the request woke the backend",
+        )
+        return self._serving_task()
 
-        def running() -> Any:
-            answer = self.stack.api("POST", "/wake")
-            return answer.body if answer.status == 200 else None
-
-        body = self.stack.wait_for(running, 60, f"{step}: the backend to run")
-        task = self.status()["lease"]["holder"]
-        self.t.say(f"{step}: 200 running", body["endpoint"])
-        return task, body["endpoint"]
+    def _serving_task(self) -> str:
+        status = self.status()
+        task = (status.get("task") or {}).get("arn") or status["lease"].get("holder")
+        if not task:
+            raise StepFailed("task", f"no task serves the app: {status}")
+        return str(task)
 
     def post_note(self, endpoint: str, text: str) -> None:
         answer = http("POST", f"{endpoint}/notes", {"text": text})

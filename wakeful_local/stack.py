@@ -57,6 +57,7 @@ class LocalStack:
         say: Callable[[str], None] = print,
         app_command: str | None = None,
         cancelled: threading.Event | None = None,
+        front_door_hold: float = 20.0,
     ) -> None:
         self.app_command = app_command
         # Set by a stop signal during start-up; checked between steps, never raised into one.
@@ -70,6 +71,9 @@ class LocalStack:
         self.names: resources.Names | None = None
         self.api_url = ""
         self._chalice: subprocess.Popen[bytes] | None = None
+        self._front_door: subprocess.Popen[bytes] | None = None
+        self.front_door_url = ""
+        self.front_door_hold = front_door_hold
 
     # -- up and down -----------------------------------------------------------------------
 
@@ -85,6 +89,8 @@ class LocalStack:
         )
         self._check_cancelled()
         self._start_control_plane()
+        self._check_cancelled()
+        self._start_front_door()
         return self
 
     def _check_cancelled(self) -> None:
@@ -150,6 +156,45 @@ class LocalStack:
             time.sleep(0.2)
         raise StackError("chalice local did not answer within 60 s")
 
+    def _start_front_door(self) -> None:
+        """The app's public URL, served on loopback by the same handler the Lambda runs.
+
+        It wakes through the control plane's API: the local tasks are processes of the one
+        launcher inside ``chalice local``, and a second launcher must not start any."""
+        assert self.names is not None
+        port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WAKEFUL_"))},
+            **self.aws_env(),
+            **self.names.control_plane_env(),
+            "WAKEFUL_API_KEY": API_KEY,
+            "WAKEFUL_FRONT_DOOR_HOLD": str(self.front_door_hold),
+            "WAKEFUL_IDLE_TIMEOUT": str(self.timings.idle_timeout),
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+        log = open(self.workdir / "front-door.log", "ab")  # noqa: SIM115 - child owns it
+        self._front_door = subprocess.Popen(
+            [sys.executable, "-m", "frontdoor", "--port", str(port), "--wake-url", self.api_url],
+            cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.front_door_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self._check_cancelled()
+            if self._front_door.poll() is not None:
+                raise StackError(
+                    f"the front door exited with {self._front_door.returncode}; "
+                    f"see {self.workdir / 'front-door.log'}"
+                )
+            if "WAKEFUL_FRONT_DOOR_URL" in _read(self.workdir / "front-door.log"):
+                self.say(f"front door on {self.front_door_url}")
+                return
+            time.sleep(0.1)
+        raise StackError("the front door did not listen within 60 s")
+
     def stop(self) -> None:
         """Put the backend to sleep (it uploads), then stop everything this stack started."""
         with contextlib.suppress(Exception):
@@ -161,6 +206,12 @@ class LocalStack:
         for pid in self.agent_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if self._front_door and self._front_door.poll() is None:
+            self._front_door.terminate()
+            try:
+                self._front_door.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._front_door.kill()
         if self._chalice and self._chalice.poll() is None:
             os.killpg(self._chalice.pid, signal.SIGTERM)
             try:
@@ -266,6 +317,13 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw) if raw else None
     except ValueError:
         return raw.decode(errors="replace")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

@@ -4,7 +4,8 @@ argv: DB_PATH LOG_PATH [INTERVAL_SECONDS] [MODE]
 MODE is ``wal`` (default), ``delete`` (rollback journal) or ``wal-hard-exit`` (on SIGTERM it
 exits without closing the database, leaving its commits in an uncheckpointed WAL).
 Otherwise SIGTERM stops it cleanly.
-The log holds only ids whose COMMIT returned, so a test knows exactly what was acknowledged.
+The log holds only ids whose COMMIT returned, so a test knows exactly what was acknowledged,
+each with the wall-clock time its COMMIT returned (``ID TIME`` lines).
 """
 
 import os
@@ -39,7 +40,7 @@ with open(log_path, "a", buffering=1) as log:
     while not stop:
         n += 1
         db.execute("INSERT INTO rows (id, pid, body) VALUES (?, ?, ?)", (n, os.getpid(), "x" * 100))
-        log.write(f"{n}\n")
+        log.write(f"{n} {time.time():.6f}\n")
         time.sleep(interval)
 if hard_exit:
     os._exit(0)

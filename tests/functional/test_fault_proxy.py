@@ -75,3 +75,40 @@ def test_delay_holds_each_answer(resources):
         s3.head_bucket(Bucket=BUCKET)
         held = time.monotonic() - started
     assert held >= 0.5
+
+
+def test_fail_can_name_the_error_code(resources):
+    with fault_proxy(resources.url) as proxy:
+        s3, _ = _clients(proxy.url)
+        proxy.fail(409, s3_put("/k"), count=1, code="ConditionalRequestConflict")
+        with pytest.raises(ClientError) as caught:
+            s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    assert caught.value.response["Error"]["Code"] == "ConditionalRequestConflict"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+
+
+def test_hold_forwards_the_request_only_once_released(resources):
+    import threading
+
+    with fault_proxy(resources.url) as proxy:
+        s3, _ = _clients(proxy.url)
+        held = proxy.hold(s3_put("/k"))
+        sent = threading.Thread(
+            target=lambda: s3.put_object(Bucket=BUCKET, Key="k", Body=b"late"), daemon=True
+        )
+        sent.start()
+        while not held.hits:
+            time.sleep(0.01)
+        direct = boto3.client("s3")
+        with pytest.raises(ClientError):
+            direct.head_object(Bucket=BUCKET, Key="k")  # not landed while held
+        proxy.release(held)
+        sent.join(5)
+    assert direct.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"late"
+
+
+def test_a_head_answers_the_objects_length(resources):
+    with fault_proxy(resources.url) as proxy:
+        s3, _ = _clients(proxy.url)
+        s3.put_object(Bucket=BUCKET, Key="k", Body=b"twelve bytes")
+        assert s3.head_object(Bucket=BUCKET, Key="k")["ContentLength"] == 12

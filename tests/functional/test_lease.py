@@ -101,6 +101,18 @@ def test_a_retried_acquire_by_the_same_holder_is_the_same_holding(table: LeaseTa
         table.acquire("task-b", TTL)
 
 
+def test_another_process_of_the_same_holder_is_refused(table: LeaseTable):
+    # The holder id names the task; the boot names the agent process. A restarted or
+    # duplicated agent of the same task must wait like anyone else, not share the token.
+    first = table.acquire("arn:task/a", TTL, task_arn="arn:task/a", boot="boot-1")
+    again = table.acquire("arn:task/a", TTL, task_arn="arn:task/a", boot="boot-1")
+    assert (again.token, again.holder_boot) == (first.token, "boot-1")
+    with pytest.raises(LeaseHeld) as refused:
+        table.acquire("arn:task/a", TTL, task_arn="arn:task/a", boot="boot-2")
+    assert refused.value.holder == "arn:task/a"
+    assert table.read() == first
+
+
 def test_acquire_from_expired_takes_over_with_a_larger_token(table: LeaseTable, clock: FakeClock):
     stale = table.acquire("task-a", TTL)
     clock.advance(TTL + 0.5)

@@ -6,20 +6,30 @@ retention, and the restore sources (backup, version, time).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import os
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import boto3
 import pytest
+from botocore.config import Config
 
-from chalicelib.errors import FencingError, NoGoodVersion, NotFound
+from chalicelib.errors import (
+    CorruptDatabase,
+    FencingError,
+    NoGoodVersion,
+    NotFound,
+    StoreUnavailable,
+)
 from chalicelib.snapshot import Snapshot, take
 from chalicelib.store import DatabaseStore, MiB, ObjectInfo, UploadIntent
 from tests.conftest import BUCKET
+from tests.fault_proxy import fault_proxy, s3_put
 
 KEY = "db.sqlite3"
 
@@ -443,8 +453,102 @@ def test_a_retried_upload_whose_first_attempt_won_is_not_a_lost_fence(store, tmp
     won = store.upload(snap, base.etag, intent(token=4))
     retried = store.upload(snap, base.etag, intent(token=4))
     assert retried.etag == won.etag and retried.version_id == won.version_id
-    # Another holder's object, or other bytes under our name, are still a lost fence.
-    with pytest.raises(FencingError):
-        store.upload(snapshot_of(tmp_path, 6, "other"), base.etag, intent(token=4))
+    # Another holder's object is still a lost fence.
     with pytest.raises(FencingError):
         store.upload(snap, base.etag, intent(holder="task-b", token=5))
+    with pytest.raises(FencingError):
+        store.upload(snap, base.etag, intent(token=5))  # our holder id, another holding
+
+
+def _through(proxy) -> DatabaseStore:
+    """A store whose S3 client goes through the fault proxy (three attempts a call)."""
+    client = boto3.client(
+        "s3", endpoint_url=proxy.url,
+        config=Config(retries={"total_max_attempts": 3, "mode": "standard"}, read_timeout=5),
+    )
+    return DatabaseStore(BUCKET, KEY, client=client, clock=FakeClock(), sleep=lambda _s: None)
+
+
+def test_our_own_upload_whose_every_answer_was_lost_is_ours_whatever_the_next_snapshot(
+    resources, tmp_path
+):
+    with fault_proxy(resources.url) as proxy:
+        store = _through(proxy)
+        base = store.upload(snapshot_of(tmp_path, 3), None, intent(token=4))
+        # The PUT lands; its answer and those of both retries (refused: it landed) are lost.
+        proxy.lose_answer(s3_put(KEY), count=3)
+        with pytest.raises(StoreUnavailable):
+            store.upload(snapshot_of(tmp_path, 5, "landed"), base.etag, intent(token=4))
+        # The next sync swaps a newer snapshot against the ETag this holder last *saw*.
+        newer = snapshot_of(tmp_path, 8, "newer")
+        info = store.upload(newer, base.etag, intent(token=4))
+        head = store.head()
+    assert (head.etag, head.sha256) == (info.etag, newer.sha256)
+    # Nothing was overwritten that was not ours: base, ours (landed), newer.
+    assert [v.size > 0 for v in store.versions()] == [True, True, True]
+
+
+def test_a_conditional_request_conflict_is_retried_not_a_lost_fence(resources, tmp_path):
+    with fault_proxy(resources.url) as proxy:
+        store = _through(proxy)
+        base = store.upload(snapshot_of(tmp_path, 3), None, intent())
+        # S3's 409: another conditional write to the key was in flight; the same one may pass.
+        proxy.fail(409, s3_put(KEY), count=1, code="ConditionalRequestConflict")
+        snap = snapshot_of(tmp_path, 5, "next")
+        info = store.upload(snap, base.etag, intent())
+    assert store.head().etag == info.etag
+    assert store.head().sha256 == snap.sha256
+
+
+# -- checksums in transit -------------------------------------------------------------------
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _sent_checksums(proxy) -> list[str | None]:
+    """``x-amz-checksum-sha256`` of each PUT, in part-number order (parts go concurrently)."""
+    puts = [r for r in proxy.requests if r.method == "PUT"]
+    puts.sort(key=lambda r: int(parse_qs(r.query).get("partNumber", ["0"])[0]))
+    return [{k.lower(): v for k, v in r.headers.items()}.get("x-amz-checksum-sha256")
+            for r in puts]
+
+
+def test_a_put_carries_the_checksum_of_the_checked_snapshot(resources, tmp_path):
+    snap = snapshot_of(tmp_path, 5)
+    with fault_proxy(resources.url) as proxy:
+        _through(proxy).upload(snap, None, intent())
+        sent = _sent_checksums(proxy)
+    expected = base64.b64encode(bytes.fromhex(snap.sha256)).decode()
+    assert sent == [expected]
+    kept = boto3.client("s3").head_object(Bucket=BUCKET, Key=KEY, ChecksumMode="ENABLED")
+    assert kept["ChecksumSHA256"] == expected
+
+
+def test_every_part_carries_its_own_checksum(resources, tmp_path, big_snapshot):
+    with fault_proxy(resources.url) as proxy:
+        store = _through(proxy)
+        store.multipart_threshold = store.part_size = 5 * MiB
+        store.upload(big_snapshot, None, intent())
+        sent = _sent_checksums(proxy)
+        created = [r for r in proxy.requests if r.method == "POST" and "uploads" in r.query]
+    data = Path(big_snapshot.path).read_bytes()
+    parts = [data[at:at + 5 * MiB] for at in range(0, len(data), 5 * MiB)]
+    assert sent == [_b64_sha256(part) for part in parts]
+    headers = {k.lower(): v for k, v in created[0].headers.items()}
+    assert headers.get("x-amz-checksum-algorithm") == "SHA256"
+
+
+def test_a_body_s3_finds_corrupted_in_transit_is_refused_and_replaces_nothing(
+    resources, tmp_path
+):
+    with fault_proxy(resources.url) as proxy:
+        store = _through(proxy)
+        base = store.upload(snapshot_of(tmp_path, 3), None, intent())
+        # What S3 answers when the bytes it received do not hash to x-amz-checksum-sha256.
+        proxy.fail(400, s3_put(KEY), count=1, code="BadDigest")
+        with pytest.raises(CorruptDatabase) as refused:
+            store.upload(snapshot_of(tmp_path, 5, "next"), base.etag, intent())
+    assert "checksum" in refused.value.reason
+    assert store.head().etag == base.etag

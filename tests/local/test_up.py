@@ -109,8 +109,10 @@ def test_up_serves_until_ctrl_c_then_puts_the_backend_to_sleep(up_process):
     up = up_process()
     up.wait_for_line("The stack is up")
     workdir = Path(re.search(r"Work folder \(logs, each task's disk\): (\S+)", up.text())[1])
-    endpoint = up.wake()
-    assert _post(f"{endpoint}/notes", {"text": "kept across Ctrl-C"}, key=None)[0] == 201
+    # The user's path: a plain request to the app's one URL while asleep is served.
+    door = up.value("WAKEFUL_FRONT_DOOR_URL")
+    assert _get(f"{door}/notes") == (200, [])
+    assert _post(f"{door}/notes", {"text": "kept across Ctrl-C"}, key=None)[0] == 201
     # The operator CLI, pointed at the stack with the variables it printed.
     cli_env = {**up.env, **dict(re.findall(r"(\w+)=(\S+)", _exports(up.text())))}
     status = subprocess.run(
@@ -119,6 +121,16 @@ def test_up_serves_until_ctrl_c_then_puts_the_backend_to_sleep(up_process):
     )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["lease"]["state"] == "HELD"
+    # Or with nothing but the profile it wrote into its work folder.
+    profile = re.search(r"export WAKEFUL_CONFIG=(\S+)", up.text())[1]
+    assert Path(profile).parent == workdir
+    by_profile = subprocess.run(
+        [str(Path(sys.executable).parent / "wakeful"), "--json", "lease", "show"],
+        cwd=workdir, env={**up.env, "WAKEFUL_CONFIG": profile}, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+    assert by_profile.returncode == 0, by_profile.stderr
+    assert json.loads(by_profile.stdout)["state"] == "HELD"
     logs = sorted(workdir.glob("tasks/*/container.log"))
     up.ctrl_c()
     assert up.process.wait(timeout=90) == 0, up.text()
@@ -178,3 +190,21 @@ def _get_state(api: str) -> str:
     request = urllib.request.Request(f"{api}/status", headers={"x-api-key": "local"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response).get("state", "")
+
+
+def test_twenty_concurrent_requests_while_asleep_start_one_task_and_all_are_served(
+    up_process, tmp_path
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    workdir = tmp_path / "stack"
+    up = up_process(f"--workdir={workdir}")
+    up.wait_for_line("The stack is up")
+    door = up.value("WAKEFUL_FRONT_DOOR_URL")
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda _: _get(f"{door}/notes"), range(20)))
+    assert answers == [(200, [])] * 20
+    tasks = list(workdir.glob("tasks/*/container.log"))
+    assert len(tasks) == 1, tasks
+    up.ctrl_c()
+    assert up.process.wait(timeout=90) == 0, up.text()

@@ -43,3 +43,9 @@ def test_falls_back_to_host_and_pid_when_the_endpoint_is_unreachable():
 
 def test_host_and_pid_outside_ecs():
     assert discover({}).holder.endswith(f":{os.getpid()}")
+
+
+def test_every_process_start_is_another_boot():
+    first, second = discover({}), discover({})
+    assert first.holder == second.holder
+    assert first.boot != second.boot and len(first.boot) >= 16

@@ -172,9 +172,22 @@ def good_db(tmp_path: Path) -> Path:
     return path
 
 
-def test_check_accepts_a_good_database(good_db: Path):
-    check(str(good_db))
-    check(str(good_db), full=True)
+def test_check_accepts_a_good_database_and_only_a_good_one(good_db: Path, tmp_path: Path):
+    before = good_db.read_bytes()
+    for full in (False, True):
+        check(str(good_db), full=full)  # raises CorruptDatabase when it finds a problem
+    assert good_db.read_bytes() == before, "a check must not change what it checks"
+    # The same calls on the same file with one table page damaged refuse it: the acceptance
+    # above is the check's verdict, not a check that accepts anything.
+    damaged = tmp_path / "damaged.sqlite3"
+    data = bytearray(before)
+    data[3 * 4096 : 4 * 4096] = b"\xa5" * 4096
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CorruptDatabase):
+        check(str(damaged), full=True)
+    assert verify(str(good_db), hashlib.sha256(before).hexdigest(), full=True) == (
+        hashlib.sha256(before).hexdigest()
+    )
 
 
 @pytest.mark.parametrize(
