@@ -10,7 +10,7 @@ into a Lambda."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -26,12 +26,16 @@ ClientFactory = Callable[[str], Any]
 Store = TypeVar("Store")
 
 
-def region_clients(region: str | None) -> ClientFactory:
-    """``aws.client`` in ``region``. Endpoints are left to boto3, which honours
-    ``AWS_ENDPOINT_URL`` and the per-service ``AWS_ENDPOINT_URL_<SERVICE>`` variables."""
+def region_clients(
+    region: str | None, timeouts: Mapping[str, aws.CallTimeouts | None] | None = None
+) -> ClientFactory:
+    """``aws.client`` in ``region``, with the call timeouts given for a service (an agent that
+    holds a lease must hear back before it runs out). Endpoints are left to boto3, which
+    honours ``AWS_ENDPOINT_URL`` and the per-service ``AWS_ENDPOINT_URL_<SERVICE>``."""
+    limits = dict(timeouts or {})
 
     def create(service: str) -> Any:
-        return aws.client(service, region)
+        return aws.client(service, region, timeouts=limits.get(service))
 
     return create
 
@@ -67,9 +71,10 @@ class Edges:
         """The S3 reads of the database object (what the control plane needs)."""
         return S3Objects(self.location.bucket, self.location.key, client=self.client("s3"))
 
-    def store(self, kind: Callable[..., Store]) -> Store:
+    def store(self, kind: Callable[..., Store], **options: Any) -> Store:
         """The database store of class ``kind`` (``store.DatabaseStore`` for the agent and the
-        CLI) on the shared S3 client, with the location's backup retention."""
+        CLI) on the shared S3 client, with the location's backup retention and ``options``
+        (the agent's multipart threshold and part size)."""
         location = self.location
         return kind(location.bucket, location.key, client=self.client("s3"),
-                    backup_retention=location.backup_retention)
+                    backup_retention=location.backup_retention, **options)

@@ -1,0 +1,61 @@
+"""wiring.Edges: the one place that builds a location's clients, lease table, ledger and store.
+
+Real clients against the moto server; the factory only notes which services it was asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import aws
+from chalicelib.settings import DatabaseLocation
+from chalicelib.store import DatabaseStore, MiB
+from chalicelib.wiring import Edges
+from tests.conftest import BUCKET, REGION, TABLE
+
+TASK = "arn:aws:ecs:us-east-1:123456789012:task/wakeful-test/wired"
+
+
+def location() -> DatabaseLocation:
+    return DatabaseLocation.from_env(
+        {"DB_S3_BUCKET": BUCKET, "WAKEFUL_LEASE_TABLE": TABLE, "WAKEFUL_BACKUP_RETENTION": "7"}
+    )
+
+
+def test_one_client_per_service_is_shared_and_made_on_its_first_call(resources):
+    made: list[str] = []
+
+    def clients(service: str) -> Any:
+        made.append(service)
+        return aws.client(service, REGION)
+
+    edges = Edges(location(), clients)
+    table, ledger, objects = edges.table, edges.ledger, edges.objects
+    assert made == []  # building made no client: a cold start pays for the ones it calls
+    assert table.read().state == "FREE"
+    assert ledger.entry(TASK).version is None
+    assert made == ["dynamodb"]  # the lease and the ledger share one
+    assert objects.head() is None and objects.backups() == []
+    store = edges.store(DatabaseStore, multipart_threshold=8 * MiB)
+    assert store.head() is None
+    assert made == ["dynamodb", "s3"]  # the store shares the S3 reads' client
+    assert (store.multipart_threshold, store.backup_retention) == (8 * MiB, 7)
+    assert edges.table is table and edges.objects is objects
+
+
+def test_a_client_that_cannot_be_made_fails_the_first_call_as_a_typed_error(
+    resources, monkeypatch
+):
+    from chalicelib.errors import LeaseUnavailable
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    edges = Edges(location(), lambda service: aws.client(service, None))
+    table = edges.table  # built all the same: nothing is called yet
+    try:
+        table.read()
+    except LeaseUnavailable as exc:
+        assert not exc.retryable  # asking again will not give it a region
+        assert "region" in str(exc)
+    else:
+        raise AssertionError("a lease read without a region succeeded")
