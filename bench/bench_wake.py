@@ -113,8 +113,10 @@ def wake_figures(env: dict[str, str], rounds: int) -> dict[str, Any]:
         counter.take()
 
     holder = "arn:aws:ecs:us-east-1:123456789012:task/bench/holder"
-    plane.lease.acquire(holder, ttl=3600)
+    taken = plane.lease.acquire(holder, ttl=3600)
     plane.lease.record_task(holder, None, "http://10.0.0.9:8000")
+    # Running means the app answers: its agent marks the lease ready once it does.
+    plane.lease.mark_ready(holder, taken.token)
     counter.take()
     awake_ms, awake_calls = [], []
     for _ in range(rounds):
