@@ -43,19 +43,19 @@ def test_one_client_per_service_is_shared_and_made_on_its_first_call(resources):
     assert edges.table is table and edges.objects is objects
 
 
-def test_a_client_that_cannot_be_made_fails_the_first_call_as_a_typed_error(
-    resources, monkeypatch
-):
+def test_a_client_that_cannot_be_made_fails_the_first_call_as_a_typed_error(resources):
+    from botocore.exceptions import NoRegionError
+
     from chalicelib.errors import LeaseUnavailable
 
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    edges = Edges(location(), lambda service: aws.client(service, None))
-    table = edges.table  # built all the same: nothing is called yet
+    def no_region(service: str) -> Any:
+        raise NoRegionError()  # what botocore raises making a client with no region anywhere
+
+    table = Edges(location(), no_region).table  # built all the same: nothing is called yet
     try:
         table.read()
     except LeaseUnavailable as exc:
         assert not exc.retryable  # asking again will not give it a region
         assert "region" in str(exc)
     else:
-        raise AssertionError("a lease read without a region succeeded")
+        raise AssertionError("a lease read without a client succeeded")
