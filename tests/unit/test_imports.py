@@ -43,6 +43,9 @@ SHARED = (
     "chalicelib.report",
     "chalicelib.hold",
     "chalicelib.restore",
+    "chalicelib.keeper",
+    "chalicelib.integrity",
+    "chalicelib.files",
 )
 
 
@@ -59,7 +62,7 @@ def imported(modules: tuple[str, ...], blocked: tuple[str, ...]) -> list[str]:
 @pytest.mark.parametrize(
     ("door", "other"),
     [("wakeful_cli.cli", ("container", "wakeful_local")),
-     ("container.cli", ("wakeful_cli", "wakeful_local"))],
+     ("container.cli", ("wakeful_cli", "wakeful_local", "frontdoor"))],
 )
 def test_each_door_runs_without_the_other_and_without_the_local_stack(door, other):
     imported((door,), other)
@@ -72,3 +75,9 @@ def test_the_shared_operations_import_no_backend():
 def test_the_shared_pieces_a_lambda_may_use_load_no_sqlite():
     assert imported(("chalicelib.exits", "chalicelib.stamps", "chalicelib.sources",
                      "chalicelib.listing"), BACKENDS) == []
+
+
+def test_the_store_loads_no_sqlite():
+    # The control plane reads the store (head-object proofs); checking a database is the
+    # agent's and the operator tools' (chalicelib.integrity), and only they load SQLite.
+    assert imported(("chalicelib.store", "chalicelib.files"), BACKENDS) == []
