@@ -217,8 +217,9 @@ class WakeAnswer:
 def decide_wake(lease: Lease, now: float) -> WakeAnswer:
     if not lease.is_live(now):
         return WakeAnswer("start")
-    if lease.state == HELD and lease.endpoint and lease.endpoint_task == lease.holder:
-        return WakeAnswer("running", lease.endpoint)
+    endpoint = lease.serving_endpoint()
+    if endpoint:
+        return WakeAnswer("running", endpoint)
     return WakeAnswer("starting")
 
 

@@ -127,13 +127,15 @@ class Lease:
     # Which process of the holder took it: a holder id (the task) can outlive one agent
     # process, and a restarted or duplicated one must be another holder.
     holder_boot: str | None = None
+    # When the holder's app first answered on its port: only then is the backend running.
+    ready_at: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     _KNOWN = frozenset(
         {
             "pk", "state", "holder", "token", "expires_at", "reservation_id", "task_arn",
             "endpoint", "endpoint_task", "acquired_at", "reserved_at", "last_wake", "last_upload",
-            "last_unsynced_stop", "last_holder", "holder_boot",
+            "last_unsynced_stop", "last_holder", "holder_boot", "ready_at",
         }
     )
 
@@ -159,12 +161,22 @@ class Lease:
             last_unsynced_stop=data.get("last_unsynced_stop"),
             last_holder=data.get("last_holder"),
             holder_boot=data.get("holder_boot"),
+            ready_at=data.get("ready_at"),
             extra={k: v for k, v in data.items() if k not in cls._KNOWN},
         )
 
     def is_live(self, now: float) -> bool:
         """Held or reserved by someone whose time has not run out."""
         return self.state in (HELD, RESERVED) and self.expires_at >= now
+
+    def serving_endpoint(self) -> str | None:
+        """Where clients may be sent: the holder's own endpoint, once its app answers, and
+        never while it is stopping. The one answer to "is it running?" for every door."""
+        if self.state != HELD or not self.endpoint or self.endpoint_task != self.holder:
+            return None
+        if self.ready_at is None or self.extra.get("stopping") == self.holder:
+            return None
+        return self.endpoint
 
     def held_by(self, holder: str, token: int) -> bool:
         return self.state == HELD and self.holder == holder and self.token == token
@@ -250,7 +262,8 @@ class LeaseTable:
             sets.append("holder_boot = :boot")
             values[":boot"] = boot
         expression = "SET " + ", ".join(sets)
-        removed = [] if boot else ["holder_boot"]
+        # A new holder's app has not answered yet, whatever the last one's did.
+        removed = ["ready_at"] + ([] if boot else ["holder_boot"])
         if not reservation_id:
             # Not started by a wake: whatever task and endpoint the item names are someone
             # else's, and a wake must not send clients there.
@@ -451,6 +464,13 @@ class LeaseTable:
                 failed.__cause__
             )
 
+    def mark_ready(self, holder: str, token: int, now: float | None = None) -> Lease:
+        """The holder's app answers on its port: from now on the backend counts as running."""
+        return self._as_holder(
+            holder, token, "SET ready_at = :now", {":now": self._clock() if now is None else now},
+            "mark the app ready",
+        )
+
     def clear_endpoint(self, holder: str) -> Lease:
         """Stop sending clients to ``holder``'s endpoint (it is stopping); a no-op otherwise.
 
@@ -460,7 +480,7 @@ class LeaseTable:
         values = {":holder": holder}
         try:
             return self._update(
-                "SET stopping = :holder REMOVE endpoint, endpoint_task",
+                "SET stopping = :holder REMOVE endpoint, endpoint_task, ready_at",
                 COND_HOLDS, values, names=False,
             )
         except _ConditionFailed:

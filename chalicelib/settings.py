@@ -143,6 +143,10 @@ class AgentSettings:
     stop_budget: float
     app_port: int | None
     multipart_threshold: int = 128 * _MiB
+    # What readiness asks of the app: an HTTP path that must answer below 500 (else a TCP
+    # connect), on this host (the app's own loopback in its container).
+    ready_path: str | None = None
+    ready_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -169,7 +173,16 @@ class AgentSettings:
             multipart_threshold=_integer(
                 env, "WAKEFUL_MULTIPART_THRESHOLD", 128 * _MiB, minimum=5 * _MiB
             ),
+            ready_path=_ready_path(env),
+            ready_host=_get(env, "WAKEFUL_READY_HOST", "127.0.0.1") or "127.0.0.1",
         )
+
+
+def _ready_path(env: Mapping[str, str]) -> str | None:
+    path = _get(env, "WAKEFUL_READY_PATH")
+    if path and not path.startswith("/"):
+        raise ConfigError("WAKEFUL_READY_PATH", f"must start with /, got {path!r}")
+    return path or None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from chalicelib.errors import (
 )
 from chalicelib.keeper import LeaseKeeper
 from chalicelib.lease import Lease
-from chalicelib.observability import emit
+from chalicelib.observability import MetricUnit, emit
 from chalicelib.stamps import stamp
 from chalicelib.store import ObjectInfo
 from container import retry, state
@@ -35,6 +35,7 @@ from container.heartbeat import Heartbeat, LeaseTrust
 from container.inbox import Inbox
 from container.placement import move_aside, move_into_place, sidecars
 from container.process import AppProcess, ProcessGroup, open_elsewhere
+from container.readiness import Probe, wait_until_ready
 from container.snapshot import take
 from container.sync import Syncer, SyncResult
 from container.watchdog import Watchdog
@@ -89,6 +90,8 @@ class Agent:
         self._signals = 0
         self._stop_requested_at: float | None = None
         self._fell_back = False
+        # Set once the agent stops (or abandons): the readiness probe gives up then.
+        self._stopping = threading.Event()
 
     # -- public entry points ---------------------------------------------------------------
 
@@ -337,7 +340,35 @@ class Agent:
             self.app = app
         self.log.info("App started", extra={"pid": app.pid, "argv": list(argv)})
         threading.Thread(target=self._watch_app, name="wakeful-app", daemon=True).start()
+        threading.Thread(target=self._await_ready, name="wakeful-ready", daemon=True).start()
         return None
+
+    def _await_ready(self) -> None:
+        """Mark the lease ready once the app answers on its port (at once without a port):
+        only then do wakes and the front door send clients to it."""
+        assert self.keeper is not None and self.app is not None
+        keeper, app, port = self.keeper, self.app, self.settings.app_port
+        took = 0.0
+        if port is not None:
+            probe = Probe(port, self.settings.ready_path, self.settings.ready_host)
+            answered = wait_until_ready(
+                probe, lambda: app.poll() is None and not keeper.lost, self._stopping,
+                self.log.warning, self.deps.clocks.monotonic,
+            )
+            if answered is None:
+                return
+            took = answered
+        try:
+            self._call(lambda: keeper.table.mark_ready(keeper.holder, keeper.token), "mark ready")
+        except (LeaseLost, LeaseUnavailable, OSError) as exc:
+            # A lost lease is the watchdog's to act on; a failed write leaves clients told
+            # "starting" until the next try, which the heartbeat's renewals do not make.
+            self.log.warning(f"Could not mark the app ready on the lease: {exc}")
+            return
+        self.log.info("App ready", extra={"seconds": round(took, 3), "port": port})
+        emit(self.deps.metrics, "AppReady", took, MetricUnit.Seconds)
+        if not self._stopping.is_set():
+            self._publish("running", ready=True)
 
     def _trusted_for_a_start(self) -> bool:
         """Whether the lease holds long enough to start the app; renews once if it is short."""
@@ -423,6 +454,7 @@ class Agent:
 
     def _finish(self, outcome: str) -> int:
         assert self.keeper is not None
+        self._stopping.set()
         if outcome == "lost" or self.keeper.lost:
             return self._abandon()
         self._publish("stopping")

@@ -53,8 +53,9 @@ def decide(lease: Lease, now: float) -> Decision:
         return Wake()
     if lease.state == HELD and lease.holder and lease.extra.get("stopping") == lease.holder:
         return Hold(STOPPING)
-    if lease.state == HELD and lease.endpoint and lease.endpoint_task == lease.holder:
-        return Forward(lease.endpoint)
+    endpoint = lease.serving_endpoint()
+    if endpoint:
+        return Forward(endpoint)
     return Hold(STARTING)
 
 

@@ -18,6 +18,7 @@ locals {
     WAKEFUL_STOP_GRACE       = tostring(var.stop_grace_seconds)
     WAKEFUL_STOP_BUDGET      = tostring(var.stop_budget_seconds)
     WAKEFUL_APP_PORT         = tostring(var.app_port)
+    WAKEFUL_READY_PATH       = var.ready_path
     AWS_REGION               = local.region
     # The agent's EMF metrics land beside the control plane's, in this stage's namespace.
     POWERTOOLS_METRICS_NAMESPACE = local.metrics_namespace
@@ -29,6 +30,9 @@ locals {
   stop_timeout_seconds = 120
 
   database_dir = dirname(var.db_local_path)
+
+  # A TCP connect to the app's port, with the Python the agent brings (no curl needed).
+  health_check_command = "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", ${var.app_port}), 3)' || exit 1"
 }
 
 resource "aws_ecs_cluster" "this" {
@@ -144,6 +148,15 @@ resource "aws_ecs_task_definition" "app" {
       ]
       environment = [for k, v in local.task_environment : { name = k, value = v }]
       secrets     = [for k, arn in var.app_secrets : { name = k, valueFrom = arn }]
+      # The same readiness the agent reports on the lease: the app answers on its port.
+      # The start period covers the download and the app's boot.
+      healthCheck = {
+        command     = ["CMD-SHELL", local.health_check_command]
+        interval    = 10
+        timeout     = 5
+        retries     = 3
+        startPeriod = var.health_check_start_period_seconds
+      }
       mountPoints = var.readonly_root_filesystem ? [
         {
           sourceVolume  = "database"

@@ -467,3 +467,25 @@ variable "metrics_namespace" {
   type        = string
   default     = ""
 }
+
+variable "health_check_start_period_seconds" {
+  description = "Seconds after the task starts before failed container health checks count: long enough to download the database and boot the app. ECS allows 0 to 300."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.health_check_start_period_seconds >= 0 && var.health_check_start_period_seconds <= 300
+    error_message = "health_check_start_period_seconds must be between 0 and 300."
+  }
+}
+
+variable "ready_path" {
+  description = "HTTP path the agent probes before the backend counts as running (any answer below 500 passes). Empty: a TCP connect to app_port."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.ready_path == "" || startswith(var.ready_path, "/")
+    error_message = "ready_path must be empty or start with /."
+  }
+}

@@ -33,6 +33,8 @@ class AgentDouble:
             self.holder, ttl=60, reservation_id=reservation_id, task_arn=self.holder
         )
         self.ledger.mark_held(self.holder, self.lease.token)
+        # The double's "app" answers at once, as a real agent's with no port to probe does.
+        self.lease = self.table.mark_ready(self.holder, self.lease.token)
         return self.lease
 
     def write(self, rows: int = 1) -> None:

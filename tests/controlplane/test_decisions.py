@@ -123,11 +123,16 @@ def test_stale_versions_are_duplicates_or_late() -> None:
 
 def test_wake_answers_by_lease_state() -> None:
     assert decisions.decide_wake(Lease(name="db"), NOW).state == "start"
-    own = held(endpoint="http://a:1", endpoint_task=ARN)
+    own = held(endpoint="http://a:1", endpoint_task=ARN, ready_at=NOW - 1)
     assert decisions.decide_wake(own, NOW) == decisions.WakeAnswer("running", "http://a:1")
     assert decisions.decide_wake(held(), NOW).state == "starting"
+    # Held with an endpoint but the app does not answer yet: still starting.
+    booting = held(endpoint="http://a:1", endpoint_task=ARN)
+    assert decisions.decide_wake(booting, NOW).state == "starting"
     # An endpoint left by another task is never handed out as this holder's.
-    someone_elses = held(endpoint="http://dead:1", endpoint_task="arn:aws:ecs:r:1:task/c/old")
+    someone_elses = held(
+        endpoint="http://dead:1", endpoint_task="arn:aws:ecs:r:1:task/c/old", ready_at=NOW - 1
+    )
     assert decisions.decide_wake(someone_elses, NOW).state == "starting"
     expired = Lease(name="db", state=HELD, holder=ARN, expires_at=NOW - 1)
     assert decisions.decide_wake(expired, NOW).state == "start"

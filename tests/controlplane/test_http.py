@@ -58,6 +58,24 @@ def test_wake_while_starting_starts_nothing_more(chalice_client):
     assert len(ecs_tasks()) == 1
 
 
+def test_a_backend_whose_app_does_not_answer_yet_is_starting_not_running(
+    chalice_client, settings
+):
+    table = lease_table(settings)
+    task = "arn:aws:ecs:us-east-1:123456789012:task/wakeful-test/slow"
+    lease = table.acquire(task, ttl=60, task_arn=task)
+    table.record_task(task, None, "http://10.0.1.9:8000")  # ECS says RUNNING: not enough
+    response = post(chalice_client, "/wake")
+    assert response.status_code == 202
+    assert json.loads(response.body)["state"] == "starting"
+    status = json.loads(chalice_client.http.get("/status", headers=KEY).body)
+    assert status["state"] == "starting" and status["endpoint"] is None
+    table.mark_ready(task, lease.token)  # the agent's probe: the app answers on its port
+    response = post(chalice_client, "/wake")
+    assert response.status_code == 200
+    assert json.loads(response.body)["endpoint"] == "http://10.0.1.9:8000"
+
+
 def test_wake_while_running_keeps_it_awake_and_answers_the_endpoint(
     chalice_client, settings, tmp_path
 ):

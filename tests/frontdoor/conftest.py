@@ -169,7 +169,10 @@ class Agent:
         return self
 
     def running_at(self, endpoint: str) -> Agent:
+        """ECS reported RUNNING with this endpoint, and the app answers (the agent's probe)."""
         self.table.record_task(self.task_arn, None, endpoint)
+        assert self.lease is not None
+        self.table.mark_ready(self.task_arn, self.lease.token)
         return self
 
     def stopping(self) -> Agent:

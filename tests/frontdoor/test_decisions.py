@@ -45,7 +45,7 @@ def lease(**fields) -> Lease:
 
 
 RUNNING = lease(state=HELD, holder=TASK, expires_at=NOW + 30, endpoint="http://10.0.1.5:8000",
-                endpoint_task=TASK)
+                endpoint_task=TASK, ready_at=NOW - 5)
 
 
 @pytest.mark.parametrize(
@@ -69,8 +69,11 @@ RUNNING = lease(state=HELD, holder=TASK, expires_at=NOW + 30, endpoint="http://1
                endpoint_task=TASK, extra={"stopping": TASK}), Hold("stopping")),
         # A mark left by the previous holder says nothing about this one.
         (lease(state=HELD, holder=TASK, expires_at=NOW + 30, endpoint="http://10.0.1.5:8000",
-               endpoint_task=TASK, extra={"stopping": "arn:...:task/c/old"}),
+               endpoint_task=TASK, ready_at=NOW - 5, extra={"stopping": "arn:...:task/c/old"}),
          Forward("http://10.0.1.5:8000")),
+        # ECS reported the endpoint, but the app does not answer on it yet.
+        (lease(state=HELD, holder=TASK, expires_at=NOW + 30, endpoint="http://10.0.1.5:8000",
+               endpoint_task=TASK), Hold("starting")),
         (lease(state=HELD, holder="operator@laptop:42", expires_at=NOW + 30), Hold("starting")),
     ],
 )

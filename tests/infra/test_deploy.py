@@ -234,6 +234,11 @@ def test_task_definition_carries_the_agent_contract(stack: Stack) -> None:
     assert env["DJANGO_SETTINGS_MODULE"] == "config.settings"
     # The final upload must fit in the 120 s ECS gives between SIGTERM and SIGKILL.
     assert float(env["WAKEFUL_STOP_BUDGET"]) < container["stopTimeout"]
+    # The container health check asks what the agent's readiness asks: does the app answer?
+    check = container["healthCheck"]
+    assert check["command"][0] == "CMD-SHELL" and "create_connection" in check["command"][1]
+    assert f'"127.0.0.1", {env["WAKEFUL_APP_PORT"]})' in check["command"][1]
+    assert 0 < check["startPeriod"] <= 300
     secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
     assert secrets == {"SECRET_KEY": SECRET, "DATABASE_DSN": PARAMETER}
     cluster = ecs.describe_clusters(clusters=[out["cluster"]], include=["SETTINGS"])["clusters"]

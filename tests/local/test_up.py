@@ -180,3 +180,21 @@ def _get_state(api: str) -> str:
     request = urllib.request.Request(f"{api}/status", headers={"x-api-key": "local"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response).get("state", "")
+
+
+def test_twenty_concurrent_requests_while_asleep_start_one_task_and_all_are_served(
+    up_process, tmp_path
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    workdir = tmp_path / "stack"
+    up = up_process(f"--workdir={workdir}")
+    up.wait_for_line("The stack is up")
+    door = up.value("WAKEFUL_FRONT_DOOR_URL")
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda _: _get(f"{door}/notes"), range(20)))
+    assert answers == [(200, [])] * 20
+    tasks = list(workdir.glob("tasks/*/container.log"))
+    assert len(tasks) == 1, tasks
+    up.ctrl_c()
+    assert up.process.wait(timeout=90) == 0, up.text()
