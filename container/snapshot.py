@@ -7,9 +7,11 @@ and hashed before anything uploads it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
+from collections.abc import Iterator
 
 from chalicelib.errors import CorruptDatabase
 from chalicelib.files import Snapshot, remove_file, sha256_file
@@ -22,9 +24,7 @@ def take(source: str, destination: str) -> Snapshot:
     One backup step (``pages=-1``) copies a single consistent view. In WAL mode readers do not
     block writers, so the app keeps committing while the copy runs.
     """
-    tmp = destination + ".partial"
-    remove_file(tmp)
-    try:
+    with _partial(source, destination) as tmp:
         src = open_existing(source)
         try:
             dst = sqlite3.connect(tmp)
@@ -35,9 +35,6 @@ def take(source: str, destination: str) -> Snapshot:
                 dst.close()
         finally:
             src.close()
-    except sqlite3.DatabaseError as exc:
-        remove_file(tmp)
-        raise CorruptDatabase(source, f"snapshot failed: {exc}") from exc
     return _checked(tmp, destination)
 
 
@@ -48,9 +45,7 @@ def take_quiescent(source: str, destination: str) -> Snapshot:
     when the app has stopped. When the checkpoint cannot finish (a reader still pins the WAL)
     it falls back to the online backup.
     """
-    tmp = destination + ".partial"
-    remove_file(tmp)
-    try:
+    with _partial(source, destination) as tmp:
         if not _copy_if_quiescent(source, tmp):
             return take(source, destination)
         copy = sqlite3.connect(tmp)
@@ -58,10 +53,20 @@ def take_quiescent(source: str, destination: str) -> Snapshot:
             _standalone(copy)
         finally:
             copy.close()
+    return _checked(tmp, destination)
+
+
+@contextlib.contextmanager
+def _partial(source: str, destination: str) -> Iterator[str]:
+    """The copy in the making, beside ``destination``: a failure of SQLite's while it is made
+    removes it and is a ``CorruptDatabase`` of ``source``."""
+    tmp = destination + ".partial"
+    remove_file(tmp)
+    try:
+        yield tmp
     except sqlite3.DatabaseError as exc:
         remove_file(tmp)
         raise CorruptDatabase(source, f"snapshot failed: {exc}") from exc
-    return _checked(tmp, destination)
 
 
 def _copy_if_quiescent(source: str, tmp: str) -> bool:
