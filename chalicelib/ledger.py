@@ -12,7 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
 
 from chalicelib import aws
 from chalicelib.errors import LeaseUnavailable
@@ -31,6 +34,9 @@ COND_STOP_UNCLAIMED = (
 
 # "The stop is still claimed by this attempt (and has no outcome yet)."
 COND_STOP_CLAIMED_BY = "stop_claimed_at = :claimed AND attribute_not_exists(stop_outcome)"
+
+# "The item is one of this lease's task items" (its key starts "<lease name>#task#").
+COND_TASK_ITEM = "begins_with(pk, :prefix)"
 
 KEEP_SECONDS = 30 * 24 * 3600
 
@@ -223,7 +229,36 @@ class TaskLedger:
             raise self._unavailable("write", exc) from exc
         return True
 
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task item of this lease (what ``wakeful history`` tells), as plain data.
+
+        A scan: the table holds one lease item and a small item per task of the last
+        ``KEEP_SECONDS``, so it stays small; this is an operator's read, never on a hot path.
+        """
+        plain = TypeDeserializer()
+        found: list[dict[str, Any]] = []
+        try:
+            paginator = self._client.get_paginator("scan")
+            for page in paginator.paginate(
+                TableName=self.table,
+                ConsistentRead=True,
+                FilterExpression=COND_TASK_ITEM,
+                ExpressionAttributeValues={":prefix": {"S": f"{self.lease_name}#task#"}},
+            ):
+                for item in page.get("Items", []):
+                    found.append({k: _number(plain.deserialize(v)) for k, v in item.items()})
+        except (aws.ClientError, *aws.TRANSPORT_ERRORS) as exc:
+            raise self._unavailable("scan", exc) from exc
+        return found
+
     def _unavailable(self, what: str, exc: BaseException) -> LeaseUnavailable:
         error = LeaseUnavailable(f"task ledger {what} on table {self.table!r} failed: {exc}")
         error.retryable = aws.is_transient(exc)
         return error
+
+
+def _number(value: Any) -> Any:
+    """DynamoDB's Decimals as the ints and floats the rest of the code uses."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
 
 from chalicelib.errors import ConfigError, WakefulError
 from chalicelib.exits import EXIT_FAILED, EXIT_USAGE
@@ -24,43 +26,71 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Options are matched exactly: ``backups --version`` is not ``--versions``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wakeful-agent",
         description="Keeps one fenced, verified copy of a SQLite database in S3.",
         epilog=USAGE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"wakeful-agent {_version()}",
+                        help="print the installed version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     run = sub.add_parser("run", help="acquire, download, run CMD, sync, upload on stop, release")
-    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD", help="the app to run")
-    serve = sub.add_parser("serve", help=argparse.SUPPRESS)  # what ``startup`` runs
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD",
+                     help="the app's command, after `--`")
+    # What `startup` starts in the background; not for people, so not listed in the help
+    # (a sub-command added without help= is left out of the list).
+    serve = sub.add_parser("serve")
     serve.add_argument("--writer-group", type=int, metavar="PGID",
                        help="the process group to stop when the lease is lost")
     sub.add_parser("startup", help="start a background agent (download, then sync periodically)")
     sub.add_parser("shutdown", help="stop the background agent: final upload, then release")
     down = sub.add_parser("download", help="download and verify the current database")
-    down.add_argument("--output", help="write here instead of DB_LOCAL_PATH")
-    down.add_argument("--version", dest="version_id", help="a specific S3 version id")
+    down.add_argument("--output", metavar="PATH",
+                      help="write a copy here instead of DB_LOCAL_PATH")
+    down.add_argument("--version", dest="version_id", metavar="ID",
+                      help="a specific S3 version id instead of the current object")
     up = sub.add_parser("upload", help="upload the local database now")
     up.add_argument("--force", action="store_true",
                     help="replace a current object that changed since the local download")
     lst = sub.add_parser("backups", help="list timestamped backups (and versions)")
     lst.add_argument("--versions", action="store_true", help="also list S3 versions")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="print JSON for scripts")
     restore = sub.add_parser("restore", help="make a backup or an older version current")
     source = restore.add_mutually_exclusive_group(required=True)
     source.add_argument("--backup", metavar="NAME", help="YYYYMMDD_HHMMSS or the full key")
-    source.add_argument("--version", dest="version_id", metavar="ID")
-    source.add_argument("--at", metavar="TIME", help="newest version at or before TIME")
+    source.add_argument("--version", dest="version_id", metavar="ID", help="an S3 version id")
+    source.add_argument("--at", metavar="TIME",
+                        help="the newest version at or before TIME (ISO 8601, stamp or epoch)")
+    restore.add_argument("--dry-run", action="store_true",
+                         help="check the source and the lease, say what would happen, "
+                              "change nothing")
     ver = sub.add_parser("verify", help="check a stored database without touching the local one")
     which = ver.add_mutually_exclusive_group()
-    which.add_argument("--backup", metavar="NAME")
-    which.add_argument("--version", dest="version_id", metavar="ID")
+    which.add_argument("--backup", metavar="NAME", help="a backup instead of the current object")
+    which.add_argument("--version", dest="version_id", metavar="ID",
+                       help="an S3 version instead of the current object")
     ver.add_argument("--quick", action="store_true", help="quick_check instead of integrity_check")
     st = sub.add_parser("status", help="lease, current object, backups, local agent")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print JSON for scripts")
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("wakeful")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +135,8 @@ def _manual(args: argparse.Namespace, ctx: commands.Context) -> int:
     if command == "backups":
         return commands.backups(ctx, args.versions, args.json)
     if command == "restore":
-        return commands.restore(ctx, args.backup, args.version_id, args.at)
+        return commands.restore(ctx, args.backup, args.version_id, args.at,
+                                dry_run=args.dry_run)
     if command == "verify":
         return commands.verify(ctx, args.backup, args.version_id, full=not args.quick)
     if command == "status":

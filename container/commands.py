@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chalicelib import listing, report, sources
+from chalicelib import listing, report, sources, text
 from chalicelib import restore as restoring
 from chalicelib.errors import CorruptDatabase, FencingError, LeaseHeld, LeaseLost, NotFound
 from chalicelib.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from chalicelib.hold import LeaseHold
 from chalicelib.integrity import fetch_verified
+from chalicelib.store import ObjectInfo
 from container import live, render, spawn, state
 from container.placement import move_into_place
 from container.sync import Syncer
@@ -125,10 +126,15 @@ def download(ctx: Context, output: str | None = None, version_id: str | None = N
 # -- restore and verify ---------------------------------------------------------------------
 
 
-def restore(ctx: Context, backup: str | None, version_id: str | None, at: str | None) -> int:
+def restore(
+    ctx: Context, backup: str | None, version_id: str | None, at: str | None,
+    dry_run: bool = False,
+) -> int:
     """Make a backup or an older version the current database, under the lease."""
     source = sources.resolve(ctx.store, backup, version_id, at)
     label = sources.label(source)
+    if dry_run:
+        return _restore_preview(ctx, source)
 
     def announce(kind: str, what: str, size: int) -> None:
         if kind == "download":
@@ -146,6 +152,21 @@ def restore(ctx: Context, backup: str | None, version_id: str | None, at: str | 
         return EXIT_OK
 
     return _refusals(ctx, run)
+
+
+def _restore_preview(ctx: Context, source: ObjectInfo) -> int:
+    try:
+        seen = restoring.preview(ctx.table, ctx.store, source, scratch=_scratch(ctx))
+    except CorruptDatabase as exc:
+        ctx.out(f"[ERROR] {sources.label(source)} is corrupt: {exc.reason}; it cannot be restored")
+        return EXIT_FAILED
+    for line in seen.lines(ctx.store.url):
+        ctx.out(line)
+    refusal = seen.refusal
+    if refusal is not None:
+        ctx.out(f"[ERROR] The restore would be refused: {held_advice(refusal, seen.now)}")
+        return EXIT_REFUSED
+    return EXIT_OK
 
 
 def verify(
@@ -181,7 +202,7 @@ def backups(ctx: Context, versions: bool, as_json: bool) -> int:
     if as_json:
         ctx.out(render.as_json(found.as_json()))
     else:
-        for line in render.listing_lines(found, versions):
+        for line in render.listing_lines(found, time.time()):
             ctx.out(line)
     return EXIT_OK
 
@@ -265,14 +286,20 @@ def _refusals(ctx: Context, run: Callable[[], int]) -> int:
     try:
         return run()
     except LeaseHeld as exc:
-        ctx.out(
-            f"[ERROR] Refused: {exc}. A running backend holds the database; "
-            "stop it first (or run this inside its container)."
-        )
+        ctx.out(f"[ERROR] Refused: {held_advice(exc, time.time())}")
         return EXIT_REFUSED
     except (FencingError, LeaseLost) as exc:
         ctx.out(f"[ERROR] Refused: {exc}")
         return EXIT_REFUSED
+
+
+def held_advice(exc: LeaseHeld, now: float) -> str:
+    """Who holds the lease until when, and what to do: the same inside a container or out."""
+    return (
+        f"the lease {exc.name!r} is {exc.state} by {exc.holder!r} until "
+        f"{text.moment(exc.expires_at, now)}. A running backend owns the database: put it to "
+        "sleep first (`wakeful sleep --wait`), then run this again."
+    )
 
 
 def _scratch(ctx: Context) -> str | None:

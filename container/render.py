@@ -13,20 +13,9 @@ def as_json(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
-def listing_lines(listing: Listing, versions: bool) -> list[str]:
-    lines = [f"Backups of {listing.url} (newest first, {len(listing.backups)}):"]
-    lines += [
-        f"  {item.name}  {item.size:>12} bytes  {item.last_modified.isoformat()}"
-        for item in listing.backups
-    ]
-    if versions:
-        lines.append(f"Versions ({len(listing.versions)}):")
-        lines += [
-            f"  {version.version_id}  {version.size:>12} bytes  "
-            f"{version.last_modified.isoformat()}{'  (current)' if version.is_latest else ''}"
-            for version in listing.versions
-        ]
-    return lines
+def listing_lines(listing: Listing, now: float) -> list[str]:
+    """The backups (and versions) table: the kernel's, the same ``wakeful backups`` prints."""
+    return listing.lines(now)
 
 
 def status_lines(facts: Facts, url: str, local_path: str, agent_pid: int | None) -> list[str]:

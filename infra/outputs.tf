@@ -105,3 +105,34 @@ output "dashboard" {
   description = "CloudWatch dashboard name."
   value       = aws_cloudwatch_dashboard.main.dashboard_name
 }
+
+locals {
+  # What the operator CLI needs to find this stage (wakeful_cli/profile.py names the keys).
+  # No secret: the API key is named by id and read from API Gateway with the operator's
+  # own credentials.
+  cli_profile = {
+    bucket          = aws_s3_bucket.database.bucket
+    key             = var.db_key
+    lease_table     = aws_dynamodb_table.lease.name
+    lease_name      = local.lease_name
+    region          = local.region
+    cluster         = aws_ecs_cluster.this.arn
+    api_url         = var.enable_api ? aws_api_gateway_stage.api[0].invoke_url : null
+    api_key_id      = var.enable_api ? aws_api_gateway_api_key.client[0].id : null
+    agent_log_group = aws_cloudwatch_log_group.task.name
+    control_plane_log_groups = concat(
+      [for name in values(module.control_plane.function_names) : "/aws/lambda/${name}"],
+      var.enable_front_door ? [aws_cloudwatch_log_group.front_door[0].name] : [],
+    )
+  }
+}
+
+output "wakeful_profile" {
+  description = "A profile for the operator CLI, as TOML: terraform output -raw wakeful_profile > wakeful.toml (or append it to ~/.config/wakeful/config.toml); then wakeful status, wakeful logs, ... need no exports."
+  # TOML's basic strings and arrays of them are JSON's.
+  value = join("\n", concat(
+    ["[profile.${var.stage}]"],
+    [for key, value in local.cli_profile : "${key} = ${jsonencode(value)}" if value != null],
+    [""],
+  ))
+}

@@ -6,10 +6,11 @@ import functools
 import sys
 from pathlib import Path
 
+from wakeful_cli import profile
 from wakeful_local import demo
 from wakeful_local.resources import Timings
 from wakeful_local.signals import StopSignals
-from wakeful_local.stack import API_KEY, LocalStack, StackCancelled, StackError
+from wakeful_local.stack import API_KEY, REGION, LocalStack, StackCancelled, StackError
 
 USAGE = """usage: python -m wakeful_local demo [--resources=python|terraform|auto] [--app=COMMAND]
        python -m wakeful_local up   [--resources=python|terraform|auto] [--app=COMMAND]
@@ -32,7 +33,7 @@ def up(args: list[str]) -> int:
     stack = LocalStack(
         workdir=Path(options["workdir"]) if "workdir" in options else None,
         provisioner=options.get("resources", "python"),
-        timings=Timings(idle_timeout=300),
+        timings=Timings(idle_timeout=300, lease_ttl=15.0),
         app_command=options.get("app") or None,
         say=functools.partial(print, flush=True),
         cancelled=signals.cancelled,
@@ -62,11 +63,33 @@ def up(args: list[str]) -> int:
     return 0
 
 
+def write_profile(stack: LocalStack) -> Path:
+    """``wakeful.toml`` in the work folder: the CLI's profile for this stack (no exports)."""
+    names = stack.names
+    assert names is not None
+    path = Path(stack.workdir) / "wakeful.toml"
+    path.write_text(profile.render("local", {
+        "bucket": names.bucket, "key": names.key, "lease_table": names.table,
+        "lease_name": names.lease_name, "cluster": names.cluster, "region": REGION,
+        "endpoint_url": stack.moto.url if stack.moto else None,
+        "aws_access_key_id": "local", "aws_secret_access_key": "local",
+        "api_url": stack.api_url, "api_key": API_KEY,
+    }))
+    return path
+
+
 def _exports(stack: LocalStack) -> str:
     names = stack.names
     assert names is not None
+    profile_file = write_profile(stack)
     return f"""
-The stack is up. In another shell:
+The stack is up. In another shell, with its profile:
+
+  export WAKEFUL_CONFIG={profile_file}
+  curl {stack.front_door_url}/         # wakes the backend and is served once it is ready
+  wakeful status && wakeful history
+
+or with the environment:
 
   export AWS_ENDPOINT_URL={stack.moto.url if stack.moto else ''} AWS_ACCESS_KEY_ID=local \\
          AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1

@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,10 +40,19 @@ class Result:
     err: str
 
 
+# The installed console scripts, beside the interpreter running the tests (``make setup``).
+SCRIPTS = Path(sys.executable).parent
+
+# An empty folder to run the CLI in and to stand for the user's config home, so that a
+# developer's own wakeful.toml or ~/.config/wakeful/config.toml never leaks into a test.
+NO_CONFIG = Path(tempfile.mkdtemp(prefix="wakeful-cli-noconfig-"))
+
+
 def operator_env(server: MotoServer) -> dict[str, str]:
     """What an operator's shell would hold: AWS settings, the database and its lease table."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WAKEFUL_", "DB_"))}
     env.update({
+        "XDG_CONFIG_HOME": str(NO_CONFIG),
         "AWS_ENDPOINT_URL": server.url,
         "DB_S3_BUCKET": BUCKET,
         "DB_S3_KEY": "db.sqlite3",
@@ -68,8 +78,42 @@ def run(env: dict[str, str], *argv: str) -> Result:
     from wakeful_cli.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdout=out, stderr=err, env=env)
+    code = main(list(argv), stdout=out, stderr=err, env=env, cwd=str(NO_CONFIG))
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def script(name: str = "wakeful") -> str:
+    path = SCRIPTS / name
+    assert path.exists(), f"{path} is not installed: run `make setup`"
+    return str(path)
+
+
+def run_script(env: dict[str, str], *argv: str, timeout: float = 60,
+               cwd: Path | None = None) -> Result:
+    """The installed console script ``wakeful ARGV``, run as a user runs it."""
+    completed = subprocess.run(
+        [script(), *argv], env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=str(cwd or NO_CONFIG),
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def start_script(env: dict[str, str], *argv: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+    """``wakeful ARGV`` started in the background; the caller waits for it."""
+    return subprocess.Popen(
+        [script(), *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=str(cwd or NO_CONFIG),
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 60) -> Result:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"wakeful did not finish in {timeout}s:\n{out}\n{err}") from None
+    return Result(process.returncode, out, err)
 
 
 def run_process(env: dict[str, str], *argv: str, timeout: float = 60) -> Result:
@@ -111,10 +155,11 @@ class ApiServer:
         self.app_module.reset()
 
 
-def serve_api(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ApiServer:
+def serve_api(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+              key: str = API_KEY) -> ApiServer:
     # The app reads its settings from the process environment, as a Lambda does. It accepts
     # the operator's key, the one the CLI sends.
-    env = {**env, "WAKEFUL_API_KEY_SHA256": hashlib.sha256(API_KEY.encode()).hexdigest()}
+    env = {**env, "WAKEFUL_API_KEY_SHA256": hashlib.sha256(key.encode()).hexdigest()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return ApiServer(env).start()

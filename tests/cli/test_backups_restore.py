@@ -14,7 +14,7 @@ from chalicelib.integrity import fetch_verified
 from chalicelib.lease import FREE, LeaseTable
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
 from container.snapshot import take
-from tests.cli.conftest import lines, run
+from tests.cli.conftest import lines, run, run_script
 from tests.conftest import BUCKET, TABLE
 
 LEASE = f"{BUCKET}/db.sqlite3"
@@ -145,3 +145,65 @@ def test_restore_of_something_that_does_not_exist_fails(store_env, writer):
     nothing = run(store_env, "restore")
     assert nothing.code == 2 and nothing.err.count("\n") == 1
     assert "one of the arguments --backup --version --at is required" in nothing.err
+
+
+# -- the installed script: what every stored object carries, and a restore that only says ---
+
+
+def test_backups_versions_show_the_reason_holder_and_token_of_each_object(store_env, writer):
+    first = writer.upload(1)
+    second = writer.upload(2)
+    writer.store.create_backup(first, when=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+                               .timestamp())
+    result = run_script(store_env, "backups", "--versions")
+    assert result.code == 0, result.err
+    rows = {line.split()[0]: line.split() for line in lines(result.out)}
+    # Each version's row names why it was written, by whom, under which token.
+    assert rows[second.version_id][-4:] == ["periodic", "writer", "2", "current"]
+    assert rows[first.version_id][-4:] == ["periodic", "writer", "1", "-"]
+    # A backup is a copy of a version, with that version's metadata.
+    assert rows["20260102_030405"][-3:] == ["periodic", "writer", "1"]
+    data = json.loads(run_script(store_env, "backups", "--versions", "--json").out)
+    [newest, oldest] = data["versions"]
+    assert (newest["reason"], newest["holder"], newest["token"]) == ("periodic", "writer", 2)
+    assert (oldest["reason"], oldest["holder"], oldest["token"]) == ("periodic", "writer", 1)
+    assert newest["sha256"] == second.sha256
+    [backup] = data["backups"]
+    assert (backup["reason"], backup["holder"], backup["token"]) == ("periodic", "writer", 1)
+
+
+def test_restore_dry_run_says_what_it_would_do_and_changes_nothing(store_env, writer, tmp_path):
+    first = writer.upload(4)
+    latest = writer.upload(9)
+    lease_before = writer.table.read()
+    result = run_script(store_env, "restore", "--version", first.version_id, "--dry-run")
+    assert result.code == 0, result.err
+    out = result.out
+    assert f"would restore version {first.version_id}" in out
+    assert "s3://wakeful-test-db/db.sqlite3" in out
+    assert "8.0 KiB" in out and "4 rows" in out and "integrity_check ok" in out
+    assert "would take the lease" in out and "FREE" in out
+    assert "nothing was changed" in out
+    # Nothing moved: the current object, the versions, the lease.
+    assert writer.store.head().version_id == latest.version_id
+    assert len(writer.store.versions()) == 2
+    assert writer.table.read() == lease_before
+    data = json.loads(run_script(store_env, "restore", "--at", "2099-01-01T00:00:00Z",
+                                 "--dry-run", "--json").out)
+    assert data["dry_run"] is True
+    assert data["source"]["version_id"] == latest.version_id
+    assert data["check"] == {"ok": True, "rows": {"notes": 9}, "size": latest.size,
+                             "sha256": latest.sha256}
+    assert data["lease"] == {"state": "FREE", "holder": None, "would_take": True}
+
+
+def test_restore_dry_run_while_a_task_holds_the_lease_says_it_would_be_refused(
+    store_env, writer
+):
+    first = writer.upload(1)
+    task = "arn:aws:ecs:us-east-1:123456789012:task/wakeful-test/live"
+    writer.table.acquire(task, ttl=60, task_arn=task)
+    result = run_script(store_env, "restore", "--version", first.version_id, "--dry-run")
+    assert result.code == 3
+    assert f"the lease is HELD by {task}" in result.err
+    assert "wakeful sleep" in result.err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -265,14 +266,15 @@ def test_backups_lists_backups_and_versions(world: World):
 
     assert with_versions.returncode == 0, output(with_versions)
     lines = with_versions.stdout.splitlines()
-    assert f"s3://{BUCKET}/{KEY}" in lines[0] and "2" in lines[0]
-    assert lines[1].split()[0] == "20270115_080140"  # newest first
-    assert lines[2].split()[0] == "20270115_080000"
+    assert lines[0] == f"Backups of s3://{BUCKET}/{KEY} (2, newest first)"
+    assert lines[1].split()[0] == "NAME" and set(lines[2]) == {"-", " "}  # the table's header
+    assert lines[3].split()[0] == "20270115_080140"  # newest first
+    assert lines[4].split()[0] == "20270115_080000"
     version_lines = [line for line in with_versions.stdout.splitlines()
                      if v1.version_id in line or v2.version_id in line]
     assert len(version_lines) == 2
-    assert v2.version_id in version_lines[0] and "(current)" in version_lines[0]
-    assert "(current)" not in version_lines[1]
+    assert v2.version_id in version_lines[0] and version_lines[0].endswith("  current")
+    assert "current" not in version_lines[1]
 
     assert as_json.returncode == 0, output(as_json)
     listing = json.loads(as_json.stdout)
@@ -284,7 +286,8 @@ def test_backups_lists_backups_and_versions(world: World):
 def test_backups_of_an_empty_bucket(world: World):
     result = world.cli("backups", "--versions")
     assert result.returncode == 0, output(result)
-    assert "(newest first, 0)" in result.stdout
+    assert f"Backups of s3://{BUCKET}/{KEY} (0, newest first)" in result.stdout
+    assert f"Versions of s3://{BUCKET}/{KEY} (0, newest first)" in result.stdout
 
 
 # -- restore --------------------------------------------------------------------------------
@@ -719,3 +722,144 @@ def test_bad_configuration_exits_2_with_one_line_naming_the_variable(world: Worl
     assert world.table.read().token == 0, "nothing touched the lease"
     assert no_command.returncode == EXIT_CONFIG
     assert "run -- CMD" in no_command.stderr
+
+
+# -- the installed wakeful-agent, as an operator meets it -----------------------------------
+
+SCRIPTS = Path(sys.executable).parent
+
+
+def installed(name: str) -> str:
+    path = SCRIPTS / name
+    assert path.exists(), f"{path} is not installed: run `make setup`"
+    return str(path)
+
+
+def agent_script(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    """The console script ``wakeful-agent ARGS`` from the virtual environment."""
+    return subprocess.run([installed("wakeful-agent"), *args], env=world.env, cwd=str(world.tmp),
+                          capture_output=True, text=True, timeout=60)
+
+
+def options_without_help(help_text: str) -> list[str]:
+    """Option lines of argparse's help that have no explanation after (or below) them."""
+    lines = help_text.splitlines()
+    missing = []
+    for index, line in enumerate(lines):
+        if not line.startswith("  -"):
+            continue
+        spec, gap, rest = line.strip().partition("  ")
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        explained = bool(gap and rest.strip()) or following.startswith(" " * 6)
+        if not explained:
+            missing.append(spec)
+    return missing
+
+
+AGENT_VERBS = ("run", "startup", "shutdown", "download", "upload", "backups", "restore",
+               "verify", "status")
+
+
+def test_agent_help_lists_its_verbs_and_explains_every_option(world: World):
+    top = agent_script(world, "--help")
+    assert top.returncode == 0, output(top)
+    assert "SUPPRESS" not in top.stdout and "serve" not in top.stdout
+    for verb in AGENT_VERBS:
+        assert f"    {verb} " in top.stdout, verb
+    for verb in AGENT_VERBS:
+        shown = agent_script(world, verb, "--help")
+        assert shown.returncode == 0, output(shown)
+        assert options_without_help(shown.stdout) == [], verb
+    version = agent_script(world, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("wakeful-agent ")
+    abbreviated = agent_script(world, "backups", "--version")
+    assert abbreviated.returncode == 2 and "unrecognized arguments: --version" in abbreviated.stderr
+
+
+def test_restore_refusal_names_a_readable_time_and_what_to_run(world: World, history):
+    world.table.acquire("arn:aws:ecs:us-east-1:123456789012:task/c/live", 600)
+
+    result = agent_script(world, "restore", "--version", history["v1"].version_id)
+
+    assert result.returncode == EXIT_REFUSED, output(result)
+    said = output(result)
+    assert re.search(r"until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in \d+m\d\ds\)", said), said
+    assert not re.search(r"\d{10}\.\d{3}", said), "a raw epoch"
+    assert "wakeful sleep" in said
+    assert "inside its container" not in said
+    assert world.store.head().etag == history["v2"].etag
+
+
+def test_download_output_writes_only_the_file(world: World):
+    world.seed([1, 2, 3])
+    target = world.tmp / "copy" / "db.sqlite3"
+
+    result = agent_script(world, "download", "--output", str(target))
+
+    assert result.returncode == 0, output(result)
+    assert row_ids(target) == [1, 2, 3]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["db.sqlite3"]
+    assert not world.local.exists() and not Path(f"{world.local}.wakeful.json").exists()
+
+
+def without_relative_times(text: str) -> str:
+    return re.sub(r" \((?:in )?[0-9.dhms]+(?: ago)?\)", "", text)
+
+
+def test_agent_backups_print_the_same_as_wakeful_backups(world: World):
+    first = world.seed([1], reason="shutdown", holder="task-a")
+    world.store.create_backup(first)
+    world.seed([1, 2], reason="periodic", holder="task-b")
+    operator = {**world.env, "XDG_CONFIG_HOME": str(world.tmp / "no-config")}
+
+    for flags in (["--versions"], ["--versions", "--json"], []):
+        agent = agent_script(world, "backups", *flags)
+        cli = subprocess.run([installed("wakeful"), "backups", *flags], env=operator,
+                             cwd=str(world.tmp), capture_output=True, text=True, timeout=60)
+        assert agent.returncode == cli.returncode == 0, output(agent) + output(cli)
+        assert without_relative_times(agent.stdout) == without_relative_times(cli.stdout)
+        if flags == ["--versions"]:
+            # The facts each object carries are in the shared table.
+            assert "task-a" in agent.stdout and "task-b" in agent.stdout
+            assert "shutdown" in agent.stdout and "periodic" in agent.stdout
+
+
+def test_download_output_beside_a_live_agent_writes_only_the_copy(
+    world: World, running_agent: RunningAgent
+):
+    target = world.tmp / "copy" / "db.sqlite3"
+
+    result = agent_script(world, "download", "--output", str(target))
+
+    assert result.returncode == 0, output(result)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["db.sqlite3"]
+    assert running_agent.stop() == 0
+
+
+def test_download_output_naming_the_local_file_by_another_spelling_is_refused_beside_an_agent(
+    world: World, running_agent: RunningAgent
+):
+    # The same file as DB_LOCAL_PATH, written relative to the working folder.
+    relative = os.path.relpath(world.local, world.tmp)
+
+    result = agent_script(world, "download", "--output", relative)
+
+    assert result.returncode == EXIT_REFUSED, output(result)
+    assert running_agent.stop() == 0
+
+
+def test_agent_restore_dry_run_checks_the_source_and_changes_nothing(world: World, history):
+    lease_before = world.table.read()
+
+    result = agent_script(world, "restore", "--backup", history["backup"], "--dry-run")
+
+    assert result.returncode == 0, output(result)
+    assert f"would restore backup {history['backup']}" in result.stdout
+    assert "3 rows (rows 3)" in result.stdout and "integrity_check ok" in result.stdout
+    assert "nothing was changed" in result.stdout
+    assert world.store.head().etag == history["v2"].etag
+    assert world.table.read() == lease_before
+    world.table.acquire("task-live", 60)
+    refused = agent_script(world, "restore", "--backup", history["backup"], "--dry-run")
+    assert refused.returncode == EXIT_REFUSED, output(refused)
+    assert "would be refused" in refused.stdout and "wakeful sleep" in refused.stdout

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -646,6 +647,69 @@ def test_front_door_wakes_a_task_on_the_created_cluster(
     assert len(started) == 1
     assert started[0]["taskDefinitionArn"] == out["task_definition"]
     ecs.stop_task(cluster=out["cluster"], task=started[0]["taskArn"], reason="test done")
+
+
+def test_terraform_output_writes_a_profile_the_cli_runs_on(
+    plain_http_allowed: Stack, tmp_path: Path
+) -> None:
+    """``terraform output -raw wakeful_profile > wakeful.toml``, then ``wakeful`` with no
+    exports but AWS access (here: moto's endpoint and keys)."""
+    stack = plain_http_allowed
+    text = stack.tf.run("output", "-raw", "wakeful_profile").stdout
+    (tmp_path / "wakeful.toml").write_text(text)
+    out = stack.outputs
+    profile = tomllib.loads(text)["profile"]["dev"]
+    assert profile["bucket"] == out["bucket"] and profile["lease_table"] == out["lease_table"]
+    assert profile["agent_log_group"] == out["task_log_group"]
+    assert sorted(profile["control_plane_log_groups"]) == sorted(
+        [f"/aws/lambda/{name}" for name in out["control_plane_functions"].values()]
+        + [f"/aws/lambda/{out['front_door_function']}"]
+    )
+    assert "api_url" not in profile  # enable_api = false here
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WAKEFUL_", "DB_", "AWS_"))}
+    env.update(stack.aws_env(), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
+    del env["AWS_REGION"], env["AWS_DEFAULT_REGION"]  # the profile's region is used
+    wakeful = str(Path(sys.executable).parent / "wakeful")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([wakeful, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    lease = cli("--json", "lease", "show")
+    assert lease.returncode == 0, lease.stderr
+    assert json.loads(lease.stdout)["name"] == out["lease_name"]
+    for args in (["status"], ["backups", "--versions"], ["history"], ["logs", "--since", "1h"]):
+        result = cli(*args)
+        assert result.returncode == 0, (args, result.stderr)
+
+
+def test_chalice_config_placeholders_name_what_infra_creates(stack: Stack) -> None:
+    """``chalice deploy`` (without Terraform) must point at the resources infra/ would name
+    for the same app and stage; only the account id (moto's here) is a placeholder."""
+    out = stack.outputs
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    roles = {r["values"]["name"] for r in stack.resources("aws_iam_role")}
+    for stage in ("dev", "prod"):
+        def named(value: str, stage: str = stage) -> str:
+            return value.replace("-dev", f"-{stage}")
+
+        env = config["stages"][stage]["environment_variables"]
+        assert env["DB_S3_BUCKET"] == named(out["bucket"])
+        assert env["WAKEFUL_LEASE_TABLE"] == named(out["lease_table"])
+        assert env["WAKEFUL_CLUSTER"] == named(out["cluster"])
+        assert env["WAKEFUL_TASK_DEFINITION"] == named(out["task_family"])
+        assert env["WAKEFUL_CONTAINER_NAME"] == "app"
+        assert env["WAKEFUL_TASK_TAGS"] == f"app=wakeful,stage={stage}"
+        policy = (ROOT / ".chalice" / config["stages"][stage]["iam_policy_file"]).read_text()
+        assert f"table/{named(out['lease_table'])}\"" in policy
+        assert f"s3:::{named(out['bucket'])}/{out['db_key']}\"" in policy
+        assert f"task-definition/{named(out['task_family'])}:*" in policy
+        passed = {arn.rsplit("/", 1)[-1] for arn in
+                  json.loads(policy)["Statement"][-1]["Resource"]}
+        assert passed == {named(role) for role in roles
+                          if role.endswith(("-task", "-execution"))}
 
 
 def test_plan_with_the_api_creates_stage_key_and_usage_plan(stack: Stack) -> None:

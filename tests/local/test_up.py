@@ -121,6 +121,16 @@ def test_up_serves_until_ctrl_c_then_puts_the_backend_to_sleep(up_process):
     )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["lease"]["state"] == "HELD"
+    # Or with nothing but the profile it wrote into its work folder.
+    profile = re.search(r"export WAKEFUL_CONFIG=(\S+)", up.text())[1]
+    assert Path(profile).parent == workdir
+    by_profile = subprocess.run(
+        [str(Path(sys.executable).parent / "wakeful"), "--json", "lease", "show"],
+        cwd=workdir, env={**up.env, "WAKEFUL_CONFIG": profile}, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+    assert by_profile.returncode == 0, by_profile.stderr
+    assert json.loads(by_profile.stdout)["state"] == "HELD"
     logs = sorted(workdir.glob("tasks/*/container.log"))
     up.ctrl_c()
     assert up.process.wait(timeout=90) == 0, up.text()
