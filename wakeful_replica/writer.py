@@ -3,8 +3,8 @@
 ``ChainWriter`` starts from a ``Booted`` (the claimed position) and is the only thing that
 writes the chain during the run (docs/replication.md §3.3 to §3.5):
 
-- ``append`` encodes one capture as the segment at the next position, queues it on disk,
-  applies it to the shadow and ships what is queued, in order. S3 down: it stays queued
+- ``append`` encodes one capture as the segment at the next position, queues it on disk and
+  applies it to the shadow; ``ship`` writes what is queued, in order. S3 down: it stays queued
   (``SegmentQueue``, bounded); past the bound the capture is dropped and ``needs_full`` asks
   the agent for one full snapshot segment (``append_full``) once the queue drained;
 - ``snapshot`` (when ``snapshot_due``, and at stop if anything changed): the marker at the next
@@ -99,7 +99,9 @@ class ChainWriter:
         self.policy = policy
         self.work_dir = work_dir
         os.makedirs(work_dir, exist_ok=True)
-        self.queue = queue or SegmentQueue(os.path.join(work_dir, "queue"))
+        # Not ``queue or …``: an empty queue is falsy.
+        self.queue = queue if queue is not None else SegmentQueue(
+            os.path.join(work_dir, "queue"))
         self.shadow = Shadow(os.path.join(work_dir, "shadow.db"), booted.path)
         self.next_position = booted.position + 1
         self.shipped_position = booted.position
@@ -141,7 +143,6 @@ class ChainWriter:
             self.warnings.append(f"{exc}: captures are dropped until a full snapshot")
             return None
         self._appended(body)
-        self.ship()
         return position
 
     def append_full(
@@ -160,7 +161,6 @@ class ChainWriter:
         self.queue.push(position, body, bounded=False)
         self.queue.end_overflow()
         self._appended(body)
-        self.ship()
         return position
 
     def _appended(self, body: bytes) -> None:
