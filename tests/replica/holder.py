@@ -40,7 +40,7 @@ class Holder:
         self.tracker = PageTracker(str(self.path)) if not fresh else None
         if self.tracker is not None:
             self.tracker.snapshot()  # the restored state is the chain's: the baseline
-        self.app = sqlite3.connect(self.path, isolation_level=None)
+        self.app = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.app.execute("CREATE TABLE IF NOT EXISTS rows (id TEXT PRIMARY KEY, body BLOB)")
         queue = SegmentQueue(str(work / "queue"), max_bytes=queue_bytes) if queue_bytes else None
         self.chain = ChainWriter(store, self.writer, self.booted, str(work / "replica"),

@@ -5,13 +5,17 @@ holder."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 
 import boto3
 import pytest
 
+from chalicelib import aws
 from chalicelib.snapshot import take
 from chalicelib.store import DatabaseStore, UploadIntent
 from tests.conftest import BUCKET
+from tests.fault_proxy import FaultProxy
 from tests.replica.holder import KEY, Holder, current_rows, rows_of, upload_plain
 from wakeful_replica.boot import ADOPTED, FRESH, OPERATOR_RESTORE, RESUMED, boot
 from wakeful_replica.chain import END, Writer
@@ -22,6 +26,10 @@ from wakeful_replica.store import ChainStore
 @pytest.fixture
 def store(resources):
     return ChainStore(BUCKET, KEY)
+
+
+def is_claim(request) -> bool:
+    return request.method == "PUT" and request.headers.get("x-amz-meta-wakeful-kind") == "claim"
 
 
 def make_database(path, ids) -> None:
@@ -196,3 +204,39 @@ def test_an_upload_while_running_is_never_overwritten_and_honoured_at_the_next_b
     nxt = boot(store, Writer("task-b", 2), str(tmp_path / "b.db"))
     assert nxt.how == OPERATOR_RESTORE and rows_of(tmp_path / "b.db") == {"operator-1"}
     running.close()
+
+
+def test_an_old_write_landing_between_restore_and_claim_is_adopted(resources, tmp_path):
+    with FaultProxy(resources.url) as proxy:
+        store = ChainStore(BUCKET, KEY, client=aws.client("s3", endpoint_url=proxy.url))
+        old = Holder(store, "task-a", 1, tmp_path / "a")
+        old.insert(10)
+        old.sync()
+        held = proxy.hang(is_claim, count=1)
+        booted: list[Holder] = []
+        thread = threading.Thread(
+            target=lambda: booted.append(Holder(store, "task-b", 2, tmp_path / "b"))
+        )
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not held.hits and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert held.hits == 1  # B restored the chain; its claim is in flight
+        old.insert(6)
+        assert old.sync().queued == 0  # A's write lands at the position B is claiming
+        time.sleep(0.1)  # let the proxy start holding the claim before it lets go
+        proxy.heal()  # the held claim is dropped unanswered; the client sends it again
+        thread.join(60)
+        assert booted, "the boot did not finish"
+        new = booted[0]
+        assert new.booted.adopted and new.booted.position == old.chain.shipped_position + 1
+        assert rows_of(new.path) == old.acked  # A's acknowledged write is kept
+        old.insert(1)
+        with pytest.raises(Fenced):
+            old.sync()
+        new.insert(2)
+        new.sync()
+        store.restore(str(tmp_path / "r.db"))
+        assert rows_of(tmp_path / "r.db") == old.acked | new.acked
+        old.close()
+        new.close()

@@ -8,6 +8,7 @@ snapshotting, stopping or restoring.
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -51,6 +52,11 @@ def wait_for(condition, seconds: float = 60.0, every: float = 0.05):
     raise AssertionError("condition not met before the deadline")
 
 
+def current_put(request) -> bool:
+    """A PUT of K itself (not a segment, not a backup)."""
+    return request.method == "PUT" and urlsplit(request.path).path.endswith(f"/{KEY}")
+
+
 def segment_puts(proxy: FaultProxy) -> list[str]:
     return [r.path for r in proxy.requests if r.method == "PUT" and "/g/" in r.path]
 
@@ -77,9 +83,10 @@ def test_lost_answers_to_the_snapshot_and_the_manifest_are_ours_too(store, proxy
     holder = Holder(store, "task-a", 1, tmp_path / "a")
     holder.insert(10)
     holder.sync()
-    proxy.lose_answer(s3_put(f"/{KEY}?") , count=1)  # K itself (no key after it)
-    proxy.lose_answer(s3_put("manifest.json"), count=1)
+    lost = [proxy.lose_answer(current_put, count=1),
+            proxy.lose_answer(s3_put("manifest.json"), count=1)]
     base = holder.chain.snapshot()
+    assert [fault.hits for fault in lost] == [1, 1]
     assert store.read_manifest().snapshot == base
     assert holder.chain.fenced is None
     holder.close()
