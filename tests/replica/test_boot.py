@@ -240,3 +240,21 @@ def test_an_old_write_landing_between_restore_and_claim_is_adopted(resources, tm
         assert rows_of(tmp_path / "r.db") == old.acked | new.acked
         old.close()
         new.close()
+
+
+def test_a_stale_snapshot_landing_after_the_new_holders_never_replaces_it(store, tmp_path):
+    stale = Holder(store, "task-a", 1, tmp_path / "a")
+    stale.insert(10)
+    stale.sync()
+    pending = stale.chain.begin_snapshot()  # its marker lands; then it pauses past the TTL
+    fresh = Holder(store, "task-b", 2, tmp_path / "b")
+    fresh.insert(5)
+    fresh.sync()
+    fresh.chain.snapshot()
+    newest = current_rows(tmp_path / "k1.db")
+    with pytest.raises(Fenced) as fenced:
+        stale.chain.write_current(pending)  # lands last, on a newer holder's K
+    assert isinstance(fenced.value.cause, Superseded)
+    assert current_rows(tmp_path / "k2.db") == newest == rows_of(fresh.path)
+    stale.close()
+    fresh.close()
