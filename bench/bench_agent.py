@@ -307,11 +307,11 @@ def step_times(endpoint: str, source: Path, workdir: Path, runs: int) -> dict[st
     The shutdown and boot figures above are whole-process; these say where their time goes.
     """
     os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
+    from chalicelib.download import download_newest_good
     from chalicelib.files import sha256_file
     from chalicelib.integrity import check
     from chalicelib.store import SINGLE_COPY_LIMIT, DatabaseStore, UploadIntent
     from container import snapshot
-    from container.download import download_newest_good
 
     store = DatabaseStore(BUCKET, "steps/db.sqlite3", region=REGION)
     s3 = client("s3", endpoint)

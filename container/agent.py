@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from chalicelib.download import download_newest_good
 from chalicelib.errors import (
     CorruptDatabase,
     FencingError,
@@ -30,7 +31,6 @@ from chalicelib.stamps import stamp
 from chalicelib.store import ObjectInfo
 from container import retry, state
 from container.deadline import Budget, Deadline, Earliest, call_within
-from container.download import download_newest_good
 from container.heartbeat import Heartbeat, LeaseTrust
 from container.inbox import Inbox
 from container.placement import move_aside, move_into_place, sidecars

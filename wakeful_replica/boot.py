@@ -27,8 +27,9 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from chalicelib.download import download_newest_good
 from chalicelib.errors import CorruptDatabase
-from chalicelib.snapshot import remove_file, sha256_file
+from chalicelib.files import remove_file, sha256_file
 from wakeful_replica import ltx
 from wakeful_replica.chain import (
     META_CURRENT_ETAG,
@@ -222,7 +223,7 @@ class _Boot:
             return self.start_generation(None, FRESH, None, None, None)
         incoming = self.destination + ".incoming"
         # Exactly today's verified download: NoGoodVersion when no version of it verifies.
-        download = store.current.database.download_newest_good(incoming)
+        download = download_newest_good(store.current.database, incoming)
         if download is None:  # deleted between the head and the download
             return None
         if download.fell_back:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import CorruptDatabase, FencingError
-from chalicelib.snapshot import Snapshot, check, remove_file
+from chalicelib.files import Snapshot, remove_file
+from chalicelib.integrity import check
 from chalicelib.store import DatabaseStore, UploadIntent
 from wakeful_replica.chain import (
     META_GENERATION,

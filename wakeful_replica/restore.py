@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from chalicelib.errors import CorruptDatabase
-from chalicelib.snapshot import check, remove_file
+from chalicelib.files import remove_file
+from chalicelib.integrity import check
 from wakeful_replica import ltx
 from wakeful_replica.chain import (
     END,

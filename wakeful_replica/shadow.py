@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from chalicelib.snapshot import remove_file, sha256_file
+from chalicelib.files import remove_file, sha256_file
 from wakeful_replica import ltx
 
 

@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from chalicelib.errors import StoreError, StoreUnavailable
-from chalicelib.snapshot import check, remove_file
+from chalicelib.files import remove_file
+from chalicelib.integrity import check
 from wakeful_replica import cadence, ltx
 from wakeful_replica.boot import Booted
 from wakeful_replica.chain import (

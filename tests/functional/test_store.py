@@ -19,6 +19,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from chalicelib.download import download_newest_good
 from chalicelib.errors import (
     CorruptDatabase,
     FencingError,
@@ -30,7 +31,6 @@ from chalicelib.files import Snapshot
 from chalicelib.integrity import fetch_verified
 from chalicelib.sources import find_at, find_backup, find_version
 from chalicelib.store import DatabaseStore, MiB, ObjectInfo, UploadIntent
-from container.download import download_newest_good
 from container.snapshot import take
 from tests.conftest import BUCKET
 from tests.fault_proxy import fault_proxy, s3_put

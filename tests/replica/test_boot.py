@@ -12,8 +12,8 @@ import boto3
 import pytest
 
 from chalicelib import aws
-from chalicelib.snapshot import take
 from chalicelib.store import DatabaseStore, UploadIntent
+from container.snapshot import take
 from tests.conftest import BUCKET
 from tests.fault_proxy import FaultProxy
 from tests.replica.holder import KEY, Holder, current_rows, rows_of, upload_plain
