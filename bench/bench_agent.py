@@ -307,8 +307,11 @@ def step_times(endpoint: str, source: Path, workdir: Path, runs: int) -> dict[st
     The shutdown and boot figures above are whole-process; these say where their time goes.
     """
     os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
-    from chalicelib import snapshot
+    from chalicelib.download import download_newest_good
+    from chalicelib.files import sha256_file
+    from chalicelib.integrity import check
     from chalicelib.store import SINGLE_COPY_LIMIT, DatabaseStore, UploadIntent
+    from container import snapshot
 
     store = DatabaseStore(BUCKET, "steps/db.sqlite3", region=REGION)
     s3 = client("s3", endpoint)
@@ -337,8 +340,8 @@ def step_times(endpoint: str, source: Path, workdir: Path, runs: int) -> dict[st
     for index in range(runs):
         snap = clock("snapshot: backup API copy + quick_check + sha256",
                      lambda: snapshot.take(str(source), snap_path))
-        clock("  of which sha256", lambda: snapshot.sha256_file(snap_path))
-        clock("  of which quick_check", lambda: snapshot.check(snap_path))
+        clock("  of which sha256", lambda: sha256_file(snap_path))
+        clock("  of which quick_check", lambda: check(snap_path))
         intent = UploadIntent("bench", 1, "shutdown")
         info = clock(f"upload: {upload_now} (as now)",
                      lambda: store.upload(snap, etag, intent))  # noqa: B023
@@ -359,7 +362,7 @@ def step_times(endpoint: str, source: Path, workdir: Path, runs: int) -> dict[st
         clock(f"backup: {copy_now} (as now)", copies[copy_now])
         clock(f"  alternative: {copy_other}", copies[copy_other])
         clock("boot: download + sha256 + quick_check",
-              lambda: store.download_newest_good(fetched))
+              lambda: download_newest_good(store, fetched))
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -208,20 +208,6 @@ class UploadIntent:
 
 
 @dataclass(frozen=True)
-class Download:
-    """The outcome of a verified download."""
-
-    current: ObjectInfo
-    used: ObjectInfo
-    sha256: str
-    skipped: tuple[tuple[ObjectInfo, str], ...] = ()
-
-    @property
-    def fell_back(self) -> bool:
-        return self.used.version_id != self.current.version_id or bool(self.skipped)
-
-
-@dataclass(frozen=True)
 class Backup:
     name: str
     key: str

@@ -5,8 +5,8 @@ restore`` from an operator's machine); they differ only in who they say holds th
 how they show progress. The lease keeps any agent from starting on the database meanwhile; the
 upload is a compare-and-swap like every other, so nothing written meanwhile is overwritten.
 
-Agent and operator tools only: the source is checked with SQLite before it is uploaded, so the
-control plane never imports this module.
+Agent and operator tools only: the source is checked with SQLite (``chalicelib.integrity``)
+before it is uploaded, so the control plane never imports this module.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any, Protocol
 
 from chalicelib import text
 from chalicelib.errors import LeaseHeld, WakefulError
+from chalicelib.files import Snapshot
 from chalicelib.hold import LeaseHold
+from chalicelib.integrity import fetch_verified
 from chalicelib.lease import Lease, LeaseTable
-from chalicelib.snapshot import Snapshot
 from chalicelib.sources import label
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
 
@@ -73,7 +74,7 @@ def restore(
     ) as folder:
         path = os.path.join(folder, "restore.sqlite3")
         progress = watch("download", label(source), source.size)
-        digest = store.fetch(source, path, progress=progress, full_check=True)
+        digest = fetch_verified(store, source, path, progress=progress, full=True)
         _finish(progress)
         current = store.head()
         snapshot = Snapshot(path=path, sha256=digest, size=os.path.getsize(path))
@@ -173,7 +174,7 @@ def preview(
     with tempfile.TemporaryDirectory(dir=scratch, prefix="wakeful-restore-") as folder:
         path = os.path.join(folder, "restore.sqlite3")
         progress = watch("download", label(source), source.size)
-        digest = store.fetch(source, path, progress=progress, full_check=True)
+        digest = fetch_verified(store, source, path, progress=progress, full=True)
         _finish(progress)
         rows = count_rows(path)
     return Preview(source, store.head(), digest, rows, table.read(), clock())

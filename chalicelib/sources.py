@@ -27,15 +27,41 @@ def resolve(
     ``NotFound`` when it does not exist; ``ValueError`` when ``at`` is not a time.
     """
     if backup:
-        return store.find_backup(backup)
+        return find_backup(store, backup)
     if version_id:
-        return store.find_version(version_id)
+        return find_version(store, version_id)
     if at:
-        return store.find_at(parse_time(at))
+        return find_at(store, parse_time(at))
     current = store.head()
     if current is None:
         raise NotFound(f"no database at {store.url}")
     return current
+
+
+def find_backup(store: DatabaseStore, name: str) -> ObjectInfo:
+    """The backup named ``name`` (``20261128_143000``, or its whole key)."""
+    key = name if name.startswith(store.backup_prefix) else store.backup_prefix + name
+    info = store.head(key=key)
+    if info is None:
+        raise NotFound(f"no backup named {name!r} (looked for s3://{store.bucket}/{key})")
+    return info
+
+
+def find_version(store: DatabaseStore, version_id: str) -> ObjectInfo:
+    info = store.head(version_id=version_id)
+    if info is None:
+        raise NotFound(f"no version {version_id!r} of {store.url}")
+    return info
+
+
+def find_at(store: DatabaseStore, moment: dt.datetime) -> ObjectInfo:
+    """The newest version stored at or before ``moment``."""
+    for version in store.versions():
+        if version.last_modified <= moment and version.version_id:
+            info = store.head(version_id=version.version_id)
+            if info is not None:
+                return info
+    raise NotFound(f"no version of {store.url} at or before {moment.isoformat()}")
 
 
 def parse_time(text: str) -> dt.datetime:

@@ -8,6 +8,10 @@ Layout (compatible with the ``db-sync.sh`` it replaces):
 
 Every upload is a compare-and-swap: ``IfMatch`` on the ETag this writer last saw, or
 ``IfNoneMatch='*'`` when it saw no object. A refused swap raises ``FencingError``.
+
+S3 only: a download comes back as the bytes S3 holds (their length checked); whether they are
+the database that was uploaded and a good one is ``chalicelib.integrity``'s to say, and which
+object a restore names is ``chalicelib.sources``'.
 """
 
 from __future__ import annotations
@@ -19,22 +23,17 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
 from chalicelib import aws
-from chalicelib.errors import (
-    CorruptDatabase,
-    FencingError,
-    NoGoodVersion,
-    NotFound,
-    StoreUnavailable,
-)
-from chalicelib.model import Backup, Download, ObjectInfo, UploadIntent
-from chalicelib.snapshot import Snapshot, remove_file, verify
+from chalicelib.errors import CorruptDatabase, FencingError, NotFound, StoreUnavailable
+from chalicelib.files import Snapshot, remove_file
+from chalicelib.model import Backup, ObjectInfo, UploadIntent
+from chalicelib.stamps import stamp
 
 META_SHA256 = "wakeful-sha256"
 META_HOLDER = "wakeful-holder"
@@ -43,7 +42,6 @@ META_REASON = "wakeful-reason"
 META_UPLOADED_AT = "wakeful-uploaded-at"
 
 REASONS = ("periodic", "shutdown", "manual", "restore")
-BACKUP_STAMP = "%Y%m%d_%H%M%S"
 MiB = 1024 * 1024
 SINGLE_COPY_LIMIT = 5 * 1024 * MiB  # CopyObject's own limit
 # Tries of one upload: after S3's 409 (a conditional write raced ours: try again), or after
@@ -171,14 +169,12 @@ class DatabaseStore:
 
     # -- downloads -------------------------------------------------------------------------
 
-    def fetch(
-        self, info: ObjectInfo, destination: str, progress: Progress | None = None,
-        full_check: bool = False,
-    ) -> str:
-        """Download exactly ``info``'s version to ``destination`` and verify it there.
+    def fetch(self, info: ObjectInfo, destination: str, progress: Progress | None = None) -> None:
+        """Download exactly ``info``'s version to ``destination``.
 
-        Returns the sha256. Raises ``CorruptDatabase`` (the file is removed) when the bytes
-        fail the checksum recorded at upload or SQLite's check.
+        Raises ``NotFound`` when that version vanished, ``CorruptDatabase`` (the file is
+        removed) when fewer bytes arrived than S3 said it holds. Checking what arrived is the
+        caller's: ``chalicelib.integrity.fetch_verified``.
         """
         extra: dict[str, Any] = {}
         if info.version_id:
@@ -199,49 +195,18 @@ class DatabaseStore:
         except aws.TRANSPORT_ERRORS as exc:
             remove_file(destination)
             raise _unavailable(f"download {info.key}", exc) from exc
-        where = f"s3://{self.bucket}/{info.key}" + (
-            f" version {info.version_id}" if info.version_id else ""
-        )
         received = os.path.getsize(destination)
         if received != info.size:
             remove_file(destination)
-            raise CorruptDatabase(where, f"truncated: {received} of {info.size} bytes")
-        try:
-            return verify(destination, info.sha256, full=full_check)
-        except CorruptDatabase as exc:
-            remove_file(destination)
-            raise CorruptDatabase(where, exc.reason) from exc
+            raise CorruptDatabase(
+                self.where(info), f"truncated: {received} of {info.size} bytes"
+            )
 
-    def download_newest_good(
-        self, destination: str, progress: Progress | None = None
-    ) -> Download | None:
-        """Download the current database, or the newest older version that verifies.
-
-        ``None`` when there is no database at all (a fresh start). ``NoGoodVersion`` when
-        there is one but no version of it verifies.
-        """
-        current = self.head()
-        if current is None:
-            return None
-        skipped: list[tuple[ObjectInfo, str]] = []
-        for candidate in self._candidates(current):
-            try:
-                digest = self.fetch(candidate, destination, progress)
-            except (CorruptDatabase, NotFound) as exc:
-                skipped.append((candidate, str(exc)))
-                continue
-            return Download(current=current, used=candidate, sha256=digest, skipped=tuple(skipped))
-        reasons = "; ".join(reason for _, reason in skipped[:5])
-        raise NoGoodVersion(f"no version of {self.url} verifies: {reasons}")
-
-    def _candidates(self, current: ObjectInfo) -> Iterator[ObjectInfo]:
-        yield current
-        for older in self.versions():
-            if older.version_id == current.version_id or older.version_id is None:
-                continue
-            info = self.head(version_id=older.version_id)
-            if info is not None:
-                yield info
+    def where(self, info: ObjectInfo) -> str:
+        """How errors name one stored object: its URL, and its version when it has one."""
+        return f"s3://{self.bucket}/{info.key}" + (
+            f" version {info.version_id}" if info.version_id else ""
+        )
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -408,16 +373,13 @@ class DatabaseStore:
 
     # -- backups ---------------------------------------------------------------------------
 
-    def backup_name(self, when: float) -> str:
-        return dt.datetime.fromtimestamp(when, dt.UTC).strftime(BACKUP_STAMP)
-
     def create_backup(self, source: ObjectInfo, when: float | None = None) -> Backup:
         """Copy ``source`` (a version of the current key) to ``KEY.backup.<time>``.
 
         ``when`` names the backup (default: now); a backup of an object being replaced is
         named by when that object was written, so it never collides with the new one's.
         """
-        name = self.backup_name(self._clock() if when is None else when)
+        name = stamp(self._clock() if when is None else when)
         key = self.backup_prefix + name
         copy_source: dict[str, str] = {"Bucket": self.bucket, "Key": source.key}
         if source.version_id:
@@ -458,30 +420,6 @@ class DatabaseStore:
             except aws.TRANSPORT_ERRORS as exc:
                 raise _unavailable(f"delete {backup.key}", exc) from exc
         return [backup.name for backup in doomed]
-
-    # -- restore sources -------------------------------------------------------------------
-
-    def find_backup(self, name: str) -> ObjectInfo:
-        key = name if name.startswith(self.backup_prefix) else self.backup_prefix + name
-        info = self.head(key=key)
-        if info is None:
-            raise NotFound(f"no backup named {name!r} (looked for s3://{self.bucket}/{key})")
-        return info
-
-    def find_version(self, version_id: str) -> ObjectInfo:
-        info = self.head(version_id=version_id)
-        if info is None:
-            raise NotFound(f"no version {version_id!r} of {self.url}")
-        return info
-
-    def find_at(self, moment: dt.datetime) -> ObjectInfo:
-        """The newest version stored at or before ``moment``."""
-        for version in self.versions():
-            if version.last_modified <= moment and version.version_id:
-                info = self.head(version_id=version.version_id)
-                if info is not None:
-                    return info
-        raise NotFound(f"no version of {self.url} at or before {moment.isoformat()}")
 
     def _transfer_config(self) -> TransferConfig:
         return TransferConfig(

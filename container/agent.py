@@ -1,6 +1,7 @@
 """The agent's lifecycle: acquire → download → run the app → sync → stop → upload → release.
 
-Exit codes (``run``): the app's own code when everything held; otherwise one of ``EXIT_*``.
+Exit codes (``run``): the app's own code when everything held; otherwise one of ``EXIT_*``
+(bad arguments or configuration: ``chalicelib.exits.EXIT_USAGE``, before any of this runs).
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ import os
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from chalicelib.download import download_newest_good
 from chalicelib.errors import (
     CorruptDatabase,
     FencingError,
@@ -24,23 +24,23 @@ from chalicelib.errors import (
     StoreError,
     StoreUnavailable,
 )
-from chalicelib.lease import Lease, LeaseTable
-from chalicelib.ledger import TaskLedger
+from chalicelib.keeper import LeaseKeeper
+from chalicelib.lease import Lease
 from chalicelib.observability import MetricUnit, emit
-from chalicelib.settings import AgentSettings
-from chalicelib.snapshot import remove_file, sidecars, take
-from chalicelib.store import DatabaseStore, ObjectInfo
+from chalicelib.stamps import stamp
+from chalicelib.store import ObjectInfo
 from container import retry, state
 from container.deadline import Budget, Deadline, Earliest, call_within
-from container.heartbeat import Heartbeat, LeaseKeeper, LeaseTrust, trusted_until
-from container.identity import Identity
+from container.heartbeat import Heartbeat, LeaseTrust
 from container.inbox import Inbox
-from container.process import AppProcess, ProcessGroup, Spawner, open_elsewhere
+from container.placement import move_aside, move_into_place, sidecars
+from container.process import AppProcess, ProcessGroup, open_elsewhere
 from container.readiness import Probe, wait_until_ready
+from container.snapshot import take
 from container.sync import Syncer, SyncResult
 from container.watchdog import Watchdog
+from container.wiring import Wiring
 
-EXIT_CONFIG = 2
 EXIT_LEASE_HELD = 3
 EXIT_DOWNLOAD_FAILED = 4
 EXIT_LEASE_LOST = 5
@@ -67,39 +67,13 @@ BACKUP_MIN_SECONDS = 2.0
 T = TypeVar("T")
 
 
-@dataclass
-class Clocks:
-    """Injected time: ``wall`` for lease expiry, ``monotonic`` for budgets, ``sleep``."""
-
-    wall: Callable[[], float] = time.time
-    monotonic: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-
-
-@dataclass
-class Dependencies:
-    table: LeaseTable
-    store: DatabaseStore
-    identity: Identity
-    log: Any
-    metrics: Any
-    clocks: Clocks = field(default_factory=Clocks)
-    spawner: Spawner | None = None
-    ledger: TaskLedger | None = None
-
-
 class Agent:
     """One agent process. ``run`` supervises an app; ``serve`` only keeps the database synced."""
 
-    def __init__(
-        self,
-        settings: AgentSettings,
-        deps: Dependencies,
-        writer_group: ProcessGroup | None = None,
-    ) -> None:
+    def __init__(self, deps: Wiring, writer_group: ProcessGroup | None = None) -> None:
         """``writer_group``: for ``startup``, the entrypoint's process group, whose app must
         be stopped when the lease is lost (``run`` supervises its own app instead)."""
-        self.settings = settings
+        self.settings = deps.settings
         self.deps = deps
         self.log = deps.log
         self.inbox = Inbox()
@@ -136,17 +110,12 @@ class Agent:
     # -- boot ------------------------------------------------------------------------------
 
     def _boot(self) -> int | None:
-        acquired = self._acquire()
-        if acquired is None:
+        self.keeper = self._acquire()
+        if self.keeper is None:
             code = 0 if self._signals else EXIT_LEASE_HELD
             self._publish("exited", exit_code=code)
             return code
-        lease, sent, sent_wall = acquired
-        ttl = self.settings.lease_ttl
-        self.keeper = LeaseKeeper(
-            self.deps.table, lease, ttl, self.deps.clocks.monotonic,
-            valid_until=trusted_until(lease, ttl, sent, sent_wall),
-        )
+        lease = self.keeper.lease
         # Renew and watch from now on, before anything else can block: neither marking the
         # task held nor a large download may outlive the lease.
         self._start_guards()
@@ -182,21 +151,23 @@ class Agent:
         self.syncer.start_watching(dirty=self._fell_back)
         return None
 
-    def _acquire(self) -> tuple[Lease, float, float] | None:
+    def _acquire(self) -> LeaseKeeper | None:
         """Take the lease, waiting up to the acquire timeout for a live holder to go.
 
-        Returns the lease and when (monotonic, wall) the request that returned it was sent.
+        The keeper trusts it from when the request that returned it was sent.
         """
         clocks = self.deps.clocks
         deadline = clocks.monotonic() + self.settings.acquire_timeout
         identity = self.deps.identity
         delay = RETRY_FIRST_DELAY
         while True:
-            sent, sent_wall = clocks.monotonic(), clocks.wall()
             try:
-                lease = self.deps.table.acquire(
+                keeper = LeaseKeeper.acquire(
+                    self.deps.table,
                     identity.holder,
                     self.settings.lease_ttl,
+                    clocks.monotonic,
+                    clocks.wall,
                     reservation_id=self.settings.reservation_id,
                     task_arn=identity.task_arn,
                     boot=identity.boot,
@@ -216,11 +187,12 @@ class Agent:
                 clocks.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            lease = keeper.lease
             self.log.info(
                 "Lease acquired",
                 extra={"holder": lease.holder, "token": lease.token, "lease": lease.name},
             )
-            return lease, sent, sent_wall
+            return keeper
 
     def _start_guards(self) -> None:
         """The heartbeat renews; the watchdog stops the app when the lease can't be trusted."""
@@ -287,7 +259,7 @@ class Agent:
         os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
         self.log.info("Checking for existing database in S3...")
         incoming = local + ".download"
-        result = self._call(lambda: store.download_newest_good(incoming), "download")
+        result = self._call(lambda: download_newest_good(store, incoming), "download")
         if result is None:
             older = self._call(store.versions, "list versions")
             if older:
@@ -321,10 +293,7 @@ class Agent:
                 "will be replaced at the first sync"
             )
         self.log.info("Database found in S3. Downloading...")
-        # A stale WAL beside a freshly downloaded file would be replayed into it.
-        for sidecar in sidecars(local):
-            remove_file(sidecar)
-        os.replace(incoming, local)
+        move_into_place(incoming, local)
         shutil.copyfile(local, local + ".backup")
         state.update(local, {"etag": result.current.etag, "downloaded": result.used.describe()})
         self.log.info(
@@ -358,7 +327,7 @@ class Agent:
         assert self.keeper is not None
         if not self._trusted_for_a_start():
             return "lost"
-        app = AppProcess(argv, env=self._app_env(), **self._spawner())
+        app = AppProcess(argv, env=self._app_env())
         with self._writer_lock:
             # Under the lock: the watchdog stops the app we start here, or we see it has fired.
             if self.keeper.lost:
@@ -620,8 +589,7 @@ class Agent:
         local = self.settings.local_path
         if not os.path.exists(local):
             return None
-        stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(self.deps.clocks.wall()))
-        target = f"{local}.conflict.{stamp}"
+        target = f"{local}.conflict.{stamp(self.deps.clocks.wall())}"
         holders = open_elsewhere([local, *sidecars(local)])
         if not writer_gone or holders:
             self.log.error(
@@ -634,12 +602,7 @@ class Agent:
                 self.log.error(f"Could not copy the database aside ({exc}); it stays at {local}")
                 return None
             return target
-        # The WAL moves with the file under the matching name, so the copy stays complete.
-        for suffix in ("-wal", "-journal"):
-            if os.path.exists(local + suffix):
-                os.replace(local + suffix, target + suffix)
-        remove_file(local + "-shm")
-        os.replace(local, target)
+        move_aside(local, target)
         return target
 
     def _release_quietly(self) -> None:
@@ -677,9 +640,6 @@ class Agent:
 
     def _on_sync_signal(self, _signum: int, _frame: object) -> None:
         self.inbox.post("sync", "sync requested")
-
-    def _spawner(self) -> dict[str, Any]:
-        return {"spawner": self.deps.spawner} if self.deps.spawner else {}
 
     def _app_env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -9,18 +9,13 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from chalicelib import aws
 from chalicelib.errors import ConfigError, WakefulError
 from chalicelib.exits import EXIT_FAILED, EXIT_USAGE
-from chalicelib.lease import LeaseTable
-from chalicelib.ledger import TaskLedger
-from chalicelib.observability import logger, metrics
 from chalicelib.settings import AgentSettings
-from chalicelib.store import DatabaseStore, MiB
-from container import commands, timeouts
-from container.agent import Agent, Dependencies
-from container.identity import discover
+from container import commands
+from container.agent import Agent
 from container.process import ProcessGroup
+from container.wiring import Wiring, wire
 
 USAGE_EXAMPLES = """\
 examples:
@@ -105,25 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wakeful-agent: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    log = logger("wakeful-agent")
-    sink = metrics("wakeful-agent")
-    location = settings.location
     supervising = args.command in ("run", "serve")
-    # An agent that holds a lease must hear back from every call before its lease runs out;
-    # manual commands keep botocore's patient defaults.
-    lease_timeouts = timeouts.lease_calls(settings.lease_ttl) if supervising else None
-    store_timeouts = timeouts.store_calls(settings.lease_ttl) if supervising else None
-    # Endpoints are left to boto3, which honours AWS_ENDPOINT_URL and the per-service
-    # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_DYNAMODB.
-    dynamodb = aws.client("dynamodb", location.region, timeouts=lease_timeouts)
-    table = LeaseTable(location.lease_table, location.lease_name, client=dynamodb)
-    ledger = TaskLedger(location.lease_table, location.lease_name, client=dynamodb)
-    threshold = settings.multipart_threshold
-    store = DatabaseStore(location.bucket, location.key,
-                          client=aws.client("s3", location.region, timeouts=store_timeouts),
-                          backup_retention=location.backup_retention,
-                          multipart_threshold=threshold, part_size=min(16 * MiB, threshold))
-    identity = discover()
     try:
         if supervising:
             app = list(getattr(args, "argv", []) or [])
@@ -135,12 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_USAGE
             group = getattr(args, "writer_group", None)
             agent = Agent(
-                settings, Dependencies(table, store, identity, log, sink, ledger=ledger),
+                wire(settings, Wiring, supervising=True),
                 writer_group=ProcessGroup(group) if group is not None else None,
             )
             return agent.run(app or None)
-        ctx = commands.Context(settings, table, store, identity, log, sink)
-        return _manual(args, ctx)
+        return _manual(args, wire(settings, commands.Context))
     except (WakefulError, ValueError) as exc:
         print(f"wakeful-agent: {exc}", file=sys.stderr)
         return EXIT_FAILED

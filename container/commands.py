@@ -14,20 +14,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from chalicelib import listing, report, sources, text
 from chalicelib import restore as restoring
 from chalicelib.errors import CorruptDatabase, FencingError, LeaseHeld, LeaseLost, NotFound
 from chalicelib.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from chalicelib.hold import LeaseHold
-from chalicelib.lease import LeaseTable
-from chalicelib.settings import AgentSettings
-from chalicelib.store import DatabaseStore, ObjectInfo
+from chalicelib.integrity import fetch_verified
+from chalicelib.store import ObjectInfo
 from container import live, render, spawn, state
-from container.identity import Identity
 from container.placement import move_into_place
 from container.sync import Syncer
+from container.wiring import Wiring
 
 Printer = Callable[[str], None]
 
@@ -36,13 +34,9 @@ SYNC_ANSWER_TIMEOUT = 120.0
 
 
 @dataclass
-class Context:
-    settings: AgentSettings
-    table: LeaseTable
-    store: DatabaseStore
-    identity: Identity
-    log: Any
-    metrics: Any
+class Context(Wiring):
+    """The agent's wiring, and where a verb prints."""
+
     out: Printer = print
     sleep: Callable[[float], None] = time.sleep
 
@@ -111,14 +105,14 @@ def download(ctx: Context, output: str | None = None, version_id: str | None = N
         if _ask_agent_to_sync(ctx, pid, SYNC_ANSWER_TIMEOUT) != EXIT_OK:
             return EXIT_FAILED
     ctx.out("[INFO] Checking for existing database in S3...")
-    info = ctx.store.find_version(version_id) if version_id else ctx.store.head()
+    info = sources.find_version(ctx.store, version_id) if version_id else ctx.store.head()
     if info is None:
         ctx.out(f"[INFO] No database found at {ctx.store.url}")
         return EXIT_FAILED
     ctx.out("[INFO] Database found in S3. Downloading...")
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     incoming = target + ".download"
-    ctx.store.fetch(info, incoming)
+    fetch_verified(ctx.store, info, incoming)
     if os.path.exists(target):
         shutil.copyfile(target, target + ".backup")
         ctx.out(f"[INFO] Backup created at {target}.backup")
@@ -187,8 +181,8 @@ def verify(
     label = sources.label(info)
     with tempfile.TemporaryDirectory(dir=_scratch(ctx)) as scratch:
         try:
-            digest = ctx.store.fetch(info, os.path.join(scratch, "verify.sqlite3"),
-                                     full_check=full)
+            digest = fetch_verified(ctx.store, info, os.path.join(scratch, "verify.sqlite3"),
+                                    full=full)
         except CorruptDatabase as exc:
             ctx.out(f"[ERROR] {label} is corrupt: {exc.reason}")
             return EXIT_FAILED

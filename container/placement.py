@@ -1,10 +1,19 @@
-"""Putting a verified download where the app will open it."""
+"""Moving database files as SQLite expects: a download into place, a lost holder's file aside.
+
+A database is more than its file while SQLite has it open: a WAL, a shared-memory index or a
+rollback journal may sit beside it. These moves keep each file with its own database.
+"""
 
 from __future__ import annotations
 
 import os
 
-from chalicelib.snapshot import remove_file, sidecars
+from chalicelib.files import remove_file
+
+
+def sidecars(path: str) -> tuple[str, str, str]:
+    """The files SQLite keeps beside a database: WAL, shared memory and rollback journal."""
+    return (path + "-wal", path + "-shm", path + "-journal")
 
 
 def move_into_place(incoming: str, target: str) -> None:
@@ -16,3 +25,16 @@ def move_into_place(incoming: str, target: str) -> None:
     for sidecar in sidecars(target):
         remove_file(sidecar)
     os.replace(incoming, target)
+
+
+def move_aside(local: str, target: str) -> None:
+    """Move a database nobody has open any more to ``target``, its WAL and journal with it.
+
+    The WAL moves under the matching name, so the copy stays complete; the shared-memory index
+    is rebuilt from the WAL by whoever opens it next.
+    """
+    for suffix in ("-wal", "-journal"):
+        if os.path.exists(local + suffix):
+            os.replace(local + suffix, target + suffix)
+    remove_file(local + "-shm")
+    os.replace(local, target)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from chalicelib.files import remove_file
+from chalicelib.lease import Lease
 from chalicelib.observability import MetricUnit, emit
-from chalicelib.snapshot import ChangeWatcher, remove_file, take, take_quiescent
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
 from container import state
-from container.heartbeat import LeaseKeeper
+from container.changes import ChangeWatcher
+from container.snapshot import take, take_quiescent
 
 # Reasons whose uploads also leave a timestamped backup; periodic uploads are covered by
 # bucket versioning and would otherwise churn the backup list.
@@ -24,6 +26,20 @@ Caller = Callable[[Callable[[], Any], str], Any]
 
 def direct(fn: Callable[[], Any], _what: str) -> Any:
     return fn()
+
+
+class Holding(Protocol):
+    """The lease a sync writes under: the agent's keeper, or a manual command's hold."""
+
+    @property
+    def holder(self) -> str: ...
+
+    @property
+    def token(self) -> int: ...
+
+    def renew(self) -> Lease: ...
+
+    def record_upload(self, upload: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,7 @@ class Syncer:
         self,
         local_path: str,
         store: DatabaseStore,
-        keeper: LeaseKeeper,
+        keeper: Holding,
         base_etag: str | None,
         log,
         metrics,
@@ -61,7 +77,6 @@ class Syncer:
         self._call = call
         self._watcher = ChangeWatcher(local_path)
         self._pending = True
-        self.last_upload: ObjectInfo | None = None
 
     def start_watching(self, dirty: bool = False) -> None:
         """From now on only commits after this call count as changes (or all, if ``dirty``)."""
@@ -103,7 +118,6 @@ class Syncer:
             etag = self.etag
             info = self._call(lambda: self.store.upload(snapshot, etag, intent), "upload")
             self.etag = info.etag
-            self.last_upload = info
             self._pending = False
             self._call(lambda: self.keeper.record_upload(info.describe()), "record the upload")
         finally:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from container.heartbeat import LeaseKeeper
+from chalicelib.keeper import LeaseKeeper
 from container.inbox import Inbox
 
 NOT_RENEWED = "the lease was not renewed in time; another agent may take it over"

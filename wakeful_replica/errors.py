@@ -99,3 +99,49 @@ class ChainBroken(StoreError):
 
 class NothingToRestore(StoreError):
     """The bucket holds no chain and no database for this key (or none at the asked point)."""
+
+
+class ConditionFailed(StoreError):
+    """A conditional S3 write found the key not as its condition required (taken, or changed)."""
+
+    def __init__(self, key: str, condition: str) -> None:
+        super().__init__(f"{key}: condition {condition} failed")
+        self.key = key
+        self.condition = condition
+
+
+class OutOfBandUpload(StoreError):
+    """The current object was written outside wakeful (an operator's restore): never overwritten.
+
+    The running holder keeps shipping segments; the next boot starts a new generation from it.
+    """
+
+    def __init__(self, key: str, version_id: str | None, detail: str = "") -> None:
+        message = f"{key} (version {version_id}) was uploaded outside wakeful"
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.key = key
+        self.version_id = version_id
+
+
+class QueueFull(StoreError):
+    """The local segment queue reached its bound: the chain continues with a full snapshot."""
+
+    def __init__(self, queued: int, queued_bytes: int, limit_bytes: int) -> None:
+        super().__init__(
+            f"segment queue full: {queued} segments, {queued_bytes} of {limit_bytes} bytes"
+        )
+        self.queued = queued
+        self.queued_bytes = queued_bytes
+        self.limit_bytes = limit_bytes
+
+
+class Fenced(StoreError):
+    """This writer was refused by the chain (superseded, or its position taken): it must stop.
+
+    Every later write through the same writer raises this too, so nothing is written after the
+    first refusal.
+    """
+
+    def __init__(self, cause: StoreError) -> None:
+        super().__init__(f"writer fenced: {cause}")
+        self.cause = cause

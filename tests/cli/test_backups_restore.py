@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.integrity import fetch_verified
 from chalicelib.lease import FREE, LeaseTable
-from chalicelib.snapshot import take
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
+from container.snapshot import take
 from tests.cli.conftest import lines, run, run_script
 from tests.conftest import BUCKET, TABLE
 
@@ -45,7 +46,7 @@ class Writer:
 
 def current_rows(store: DatabaseStore, workdir: Path) -> int:
     path = workdir / "check.sqlite3"
-    store.fetch(store.head(), str(path))
+    fetch_verified(store, store.head(), str(path))
     with sqlite3.connect(path) as conn:
         (count,) = conn.execute("SELECT count(*) FROM notes").fetchone()
     conn.close()

@@ -12,8 +12,8 @@ from pathlib import Path
 from chalicelib.lease import Lease, LeaseTable
 from chalicelib.ledger import TaskLedger
 from chalicelib.settings import ControlPlaneSettings
-from chalicelib.snapshot import take
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
+from container.snapshot import take
 
 
 class AgentDouble:

@@ -25,13 +25,15 @@ import boto3
 import pytest
 
 from chalicelib.errors import LeaseHeld
+from chalicelib.integrity import fetch_verified
 from chalicelib.lease import FREE, HELD, LeaseTable
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import AgentSettings
-from chalicelib.snapshot import take
+from chalicelib.sources import find_backup
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
 from container import commands
 from container.identity import Identity
+from container.snapshot import take
 from tests import fault_proxy
 from tests.agent_harness import committed_ids
 from tests.conftest import BUCKET, ROOT, TABLE
@@ -137,12 +139,12 @@ class World:
         info = info or self.store.head()
         assert info is not None, "no current object"
         target = self.tmp / f"fetched-{time.monotonic_ns()}.sqlite3"
-        self.store.fetch(info, str(target))
+        fetch_verified(self.store, info, str(target))
         return row_ids(target)
 
     def backup_ids(self) -> dict[str, list[int]]:
         return {
-            b.name: self.current_ids(self.store.find_backup(b.name))
+            b.name: self.current_ids(find_backup(self.store, b.name))
             for b in self.store.backups()
         }
 

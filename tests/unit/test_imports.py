@@ -59,6 +59,9 @@ SHARED = (
     "chalicelib.report",
     "chalicelib.hold",
     "chalicelib.restore",
+    "chalicelib.keeper",
+    "chalicelib.integrity",
+    "chalicelib.files",
 )
 
 
@@ -87,7 +90,7 @@ def _clean_env() -> dict[str, str]:
 @pytest.mark.parametrize(
     ("door", "other"),
     [("wakeful_cli.cli", ("container", "wakeful_local")),
-     ("container.cli", ("wakeful_cli", "wakeful_local"))],
+     ("container.cli", ("wakeful_cli", "wakeful_local", "frontdoor"))],
 )
 def test_each_door_runs_without_the_other_and_without_the_local_stack(door, other):
     imported((door,), other)
@@ -148,6 +151,12 @@ def test_no_import_circle_is_left_in_the_kernel():
     for entry in ["app", *sorted(module_name(p) for p in KERNEL.rglob("*.py"))]:
         graph.update(script.import_graph(ROOT, entry))
     assert circles(graph) == []
+
+
+def test_the_store_loads_no_sqlite():
+    # The control plane reads the store (head-object proofs); checking a database is the
+    # agent's and the operator tools' (chalicelib.integrity), and only they load SQLite.
+    assert imported(("chalicelib.store", "chalicelib.files"), BACKENDS) == []
 
 
 # -- helpers -------------------------------------------------------------------------------

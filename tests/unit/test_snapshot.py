@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 
 from chalicelib.errors import CorruptDatabase
-from chalicelib.snapshot import (
-    ChangeWatcher,
-    check,
-    remove_file,
-    sha256_file,
-    sidecars,
-    take,
-    take_quiescent,
-    verify,
-)
+from chalicelib.files import remove_file, sha256_file
+from chalicelib.integrity import check, verify
+from container.changes import ChangeWatcher
+from container.placement import sidecars
+from container.snapshot import take, take_quiescent
 
 
 def open_db(path: Path, mode: str = "wal") -> sqlite3.Connection:
