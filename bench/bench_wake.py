@@ -76,8 +76,8 @@ def wake_figures(env: dict[str, str], rounds: int) -> dict[str, Any]:
     from chalicelib.control import ControlPlane
     from chalicelib.lease import LeaseTable
     from chalicelib.ledger import TaskLedger
-    from chalicelib.objects import S3Objects
     from chalicelib.settings import ControlPlaneSettings
+    from chalicelib.store import DatabaseStore
     from chalicelib.tasks import EcsTaskLauncher
 
     class Quiet:
@@ -91,8 +91,8 @@ def wake_figures(env: dict[str, str], rounds: int) -> dict[str, Any]:
     plane = ControlPlane(
         settings=settings,
         lease=LeaseTable(location.lease_table, location.lease_name, client=ddb),
-        store=S3Objects(location.bucket, location.key,
-                        client=counter.attach(aws.client("s3", REGION))),
+        store=DatabaseStore(location.bucket, location.key,
+                            client=counter.attach(aws.client("s3", REGION))),
         launcher=EcsTaskLauncher(settings, client=counter.attach(aws.client("ecs", REGION))),
         ledger=TaskLedger(location.lease_table, location.lease_name, client=ddb),
         log=Quiet(),

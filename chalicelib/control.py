@@ -18,7 +18,6 @@ from typing import Any
 from chalicelib.events import TaskState, family_of
 from chalicelib.lease import LeaseTable
 from chalicelib.ledger import TaskLedger
-from chalicelib.objects import ObjectReads
 from chalicelib.observability import MetricSink, PowertoolsMetrics
 from chalicelib.plane.accounting import Accounting
 from chalicelib.plane.reconciler import Reconciler
@@ -27,6 +26,7 @@ from chalicelib.plane.sleep import Sleep
 from chalicelib.plane.status import Status
 from chalicelib.plane.wake import Wake
 from chalicelib.settings import ControlPlaneSettings
+from chalicelib.store import DatabaseStore
 from chalicelib.tasks import TaskLauncher, launcher_for
 from chalicelib.wiring import Edges
 
@@ -38,7 +38,7 @@ class ControlPlane:
         self,
         settings: ControlPlaneSettings,
         lease: LeaseTable,
-        store: ObjectReads,
+        store: DatabaseStore,
         launcher: TaskLauncher,
         ledger: TaskLedger,
         log: Any,
@@ -73,7 +73,7 @@ class ControlPlane:
         return cls(
             settings=settings,
             lease=edges.table,
-            store=edges.objects,
+            store=edges.store(),
             launcher=launcher_for(settings, ecs=edges.client("ecs")),
             ledger=edges.ledger,
             log=log,

@@ -18,7 +18,7 @@ from chalicelib.model import HELD, RESERVED, Lease
 if TYPE_CHECKING:
     from chalicelib.lease import LeaseTable
     from chalicelib.model import ObjectInfo
-    from chalicelib.objects import ObjectReads
+    from chalicelib.store import DatabaseStore
 
 # What the report shows of an upload record (the lease's or the current object's metadata).
 UPLOAD_FIELDS = ("at", "size", "reason", "token", "holder", "version_id", "sha256")
@@ -37,7 +37,7 @@ class Facts:
     backups: int
 
 
-def read_facts(table: LeaseTable, store: ObjectReads) -> Facts:
+def read_facts(table: LeaseTable, store: DatabaseStore) -> Facts:
     """The lease, then the current object, then the backups (``LeaseUnavailable`` or
     ``StoreUnavailable`` when one cannot be read)."""
     lease = table.read()
@@ -46,7 +46,7 @@ def read_facts(table: LeaseTable, store: ObjectReads) -> Facts:
 
 
 def read(
-    table: LeaseTable, store: ObjectReads, task_of: TaskLookup, now: float
+    table: LeaseTable, store: DatabaseStore, task_of: TaskLookup, now: float
 ) -> dict[str, Any]:
     """The report, read now: the facts first, then the task lookup for the lease they show."""
     facts = read_facts(table, store)

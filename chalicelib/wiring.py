@@ -3,27 +3,22 @@
 Every door (the control plane's Lambdas, the front door, the agent, the operator CLI) works on
 the same edges of one ``DatabaseLocation``; ``Edges`` builds each on first use, on clients it
 shares between them (one DynamoDB client for the lease and the ledger) and makes only when
-first called: each client costs cold-start time, and most invocations need one or two. The
-control plane only reads S3 (``objects``); the agent and the CLI, which also download and
-upload, ask for ``store(DatabaseStore)``, so this module never loads the store's SQLite checks
-into a Lambda."""
+first called: each client costs cold-start time, and most invocations need one or two."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 from chalicelib import aws
 from chalicelib.lease import LeaseTable
 from chalicelib.ledger import TaskLedger
-from chalicelib.objects import S3Objects
 from chalicelib.settings import DatabaseLocation
+from chalicelib.store import DatabaseStore
 
 # ``clients("s3")`` -> a boto3 client; the CLI's comes from its own profile-aware session.
 ClientFactory = Callable[[str], Any]
-
-Store = TypeVar("Store")
 
 
 def region_clients(
@@ -66,15 +61,9 @@ class Edges:
         return TaskLedger(location.lease_table, location.lease_name,
                           client=self.client("dynamodb"))
 
-    @cached_property
-    def objects(self) -> S3Objects:
-        """The S3 reads of the database object (what the control plane needs)."""
-        return S3Objects(self.location.bucket, self.location.key, client=self.client("s3"))
-
-    def store(self, kind: Callable[..., Store], **options: Any) -> Store:
-        """The database store of class ``kind`` (``store.DatabaseStore`` for the agent and the
-        CLI) on the shared S3 client, with the location's backup retention and ``options``
-        (the agent's multipart threshold and part size)."""
+    def store(self, **options: Any) -> DatabaseStore:
+        """The database object's store on the shared S3 client, with the location's backup
+        retention and ``options`` (the agent's multipart threshold and part size)."""
         location = self.location
-        return kind(location.bucket, location.key, client=self.client("s3"),
-                    backup_retention=location.backup_retention, **options)
+        return DatabaseStore(location.bucket, location.key, client=self.client("s3"),
+                             backup_retention=location.backup_retention, **options)

@@ -29,8 +29,8 @@ from chalicelib.events import STOPPED, MalformedEvent, TaskState, parse_event
 from chalicelib.lease import LeaseTable
 from chalicelib.ledger import TaskLedger
 from chalicelib.model import ObjectInfo
-from chalicelib.objects import ObjectReads
 from chalicelib.observability import MetricSink
+from chalicelib.store import DatabaseStore
 
 # How far back a stop's proof is looked for: later holders add a version per sync, and a
 # STOPPED event is handled within minutes of the stop.
@@ -40,7 +40,7 @@ PROOF_VERSIONS = 20
 @dataclass(frozen=True)
 class Accounting:
     lease: LeaseTable
-    store: ObjectReads
+    store: DatabaseStore
     ledger: TaskLedger
     log: Any
     metrics: MetricSink

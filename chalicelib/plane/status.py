@@ -12,15 +12,15 @@ from chalicelib import decisions, report
 from chalicelib.errors import LeaseUnavailable, StoreUnavailable, TaskControlError
 from chalicelib.lease import LeaseTable
 from chalicelib.model import HELD, RESERVED, Lease
-from chalicelib.objects import ObjectReads
 from chalicelib.plane.reply import Reply, unavailable
+from chalicelib.store import DatabaseStore
 from chalicelib.tasks import TaskLauncher
 
 
 @dataclass(frozen=True)
 class Status:
     lease: LeaseTable
-    store: ObjectReads
+    store: DatabaseStore
     launcher: TaskLauncher
     log: Any
     clock: Callable[[], float] = time.time

@@ -9,7 +9,7 @@ from typing import Any
 
 from chalicelib import aws
 from chalicelib.settings import DatabaseLocation
-from chalicelib.store import DatabaseStore, MiB
+from chalicelib.store import MiB
 from chalicelib.wiring import Edges
 from tests.conftest import BUCKET, REGION, TABLE
 
@@ -30,17 +30,17 @@ def test_one_client_per_service_is_shared_and_made_on_its_first_call(resources):
         return aws.client(service, REGION)
 
     edges = Edges(location(), clients)
-    table, ledger, objects = edges.table, edges.ledger, edges.objects
+    table, ledger, store = edges.table, edges.ledger, edges.store()
     assert made == []  # building made no client: a cold start pays for the ones it calls
     assert table.read().state == "FREE"
     assert ledger.entry(TASK).version is None
     assert made == ["dynamodb"]  # the lease and the ledger share one
-    assert objects.head() is None and objects.backups() == []
-    store = edges.store(DatabaseStore, multipart_threshold=8 * MiB)
-    assert store.head() is None
-    assert made == ["dynamodb", "s3"]  # the store shares the S3 reads' client
-    assert (store.multipart_threshold, store.backup_retention) == (8 * MiB, 7)
-    assert edges.table is table and edges.objects is objects
+    assert store.head() is None and store.backups() == []
+    agents = edges.store(multipart_threshold=8 * MiB)
+    assert agents.head() is None
+    assert made == ["dynamodb", "s3"]  # every store of the location shares one
+    assert (agents.multipart_threshold, agents.backup_retention) == (8 * MiB, 7)
+    assert edges.table is table
 
 
 def test_a_client_that_cannot_be_made_fails_the_first_call_as_a_typed_error(resources):

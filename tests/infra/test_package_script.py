@@ -91,8 +91,11 @@ def test_will_not_delete_a_folder_it_did_not_generate(tmp_path: Any) -> None:
 # -- the Lambda zip carries what app.py imports, and nothing else ----------------------------
 
 ROOT = PACKAGE_SCRIPT.parent.parent
-AGENT_AND_CLI_ONLY = ("chalicelib/restore.py", "chalicelib/hold.py", "chalicelib/snapshot.py",
-                      "chalicelib/store.py", "chalicelib/sources.py", "chalicelib/listing.py")
+# What the agent and the operator CLI run, and never the Lambda: restore and integrity load
+# SQLite; the others are their operations.
+AGENT_AND_CLI_ONLY = ("chalicelib/restore.py", "chalicelib/integrity.py", "chalicelib/download.py",
+                      "chalicelib/hold.py", "chalicelib/keeper.py", "chalicelib/sources.py",
+                      "chalicelib/listing.py", "chalicelib/text.py")
 
 
 def test_the_lambda_carries_app_py_and_the_kernel_modules_it_reaches() -> None:
@@ -100,7 +103,7 @@ def test_the_lambda_carries_app_py_and_the_kernel_modules_it_reaches() -> None:
     assert {name.split("/", 1)[0] for name in files} == {"app.py", "chalicelib"}
     for present in ("app.py", "chalicelib/control.py", "chalicelib/plane/wake.py",
                     "chalicelib/plane/reconciler.py", "chalicelib/decisions.py",
-                    "chalicelib/model.py", "chalicelib/objects.py", "chalicelib/report.py"):
+                    "chalicelib/model.py", "chalicelib/store.py", "chalicelib/report.py"):
         assert present in files, present
     for absent in AGENT_AND_CLI_ONLY:
         assert absent not in files, absent
