@@ -48,6 +48,12 @@ def _number(
     return value
 
 
+def seconds(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    """A finite number of seconds from ``env`` (``default`` when unset): the one rule every
+    part's settings read durations by, so the front door's read like the agent's."""
+    return _number(env, name, default, minimum)
+
+
 def _integer(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = _get(env, name)
     if raw is None:

@@ -6,28 +6,15 @@ the front door starts tasks exactly as ``POST /wake`` does, so it reads the same
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chalicelib.errors import ConfigError
+from chalicelib.settings import seconds as _seconds
 
 # Lambda's limit on the request and on the response payload of a function URL (buffered).
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value < minimum:
-        raise ConfigError(name, f"must be a finite number >= {minimum:g}, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)

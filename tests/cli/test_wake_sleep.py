@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import boto3
 
 from chalicelib.lease import FREE, LeaseTable
+from tests.agent_harness import wait_for
 from tests.cli.conftest import (
     API_KEY,
     finish,
@@ -116,16 +116,6 @@ def test_sleep_stops_the_running_task(api_env, settings, tmp_path):
 # -- the installed script: a wake after a sleep, and a sleep that waits ---------------------
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "it"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def until(process, predicate, what: str):
     """Wait for ``predicate`` while the background ``wakeful`` still runs."""
 
@@ -135,7 +125,7 @@ def until(process, predicate, what: str):
             raise AssertionError(f"wakeful exited {result.code} before {what}:\n{result.err}")
         return predicate()
 
-    return wait_for(check, what=what)
+    return wait_for(check, 30.0, what)
 
 
 def running(settings, workdir) -> tuple[dict, AgentDouble]:
