@@ -1,0 +1,207 @@
+"""The agent with WAKEFUL_REPLICATION=chain as a real process: real SQLite, signals, moto over HTTP.
+
+The app's commits ship as position-keyed segments; a graceful stop still leaves the whole
+database at ``s3://…/db.sqlite3`` (the seed's promise).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.agent_harness import (
+    AgentProcess,
+    child_pid,
+    commits,
+    committed_ids,
+    env_for,
+    lease_item,
+    s3_rows,
+    wait_for,
+    writer,
+)
+from tests.fault_proxy import Request, fault_proxy, s3_put
+from wakeful_replica.store import ChainStore
+
+BUCKET, KEY = "wakeful-test-db", "db.sqlite3"
+SEGMENTS = KEY + ".wakeful/"
+
+
+def _env(base: dict[str, str], tmp_path: Path, name: str, **extra: str) -> dict[str, str]:
+    return env_for(base, tmp_path, name, WAKEFUL_REPLICATION="chain", **extra)
+
+
+def _restored_rows(tmp_path: Path, name: str) -> list[int]:
+    """The chain restored by the library, as an operator's ``restore`` would (no agent)."""
+    destination = tmp_path / name / "restored.sqlite3"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    ChainStore(BUCKET, KEY).restore(str(destination))
+    db = sqlite3.connect(destination)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return [row for (row,) in db.execute("SELECT id FROM rows ORDER BY id")]
+    finally:
+        db.close()
+
+
+def _local_rows(path: str) -> list[int]:
+    db = sqlite3.connect(path)
+    try:
+        return [row for (row,) in db.execute("SELECT id FROM rows ORDER BY id")]
+    finally:
+        db.close()
+
+
+def _uploaded_bytes(request: Request) -> int:
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    return int(headers.get("x-amz-decoded-content-length") or headers.get("content-length") or 0)
+
+
+def _segment_puts(requests: list[Request]) -> list[Request]:
+    return [r for r in requests if r.service == "s3" and r.method == "PUT" and SEGMENTS in r.path]
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+def test_graceful_stop_leaves_every_row_in_the_current_object_and_the_next_agent_gets_them(
+    agent_env, tmp_path, mode
+):
+    env = _env(agent_env, tmp_path, "first", WAKEFUL_SYNC_INTERVAL="1")
+    log = tmp_path / "writes.log"
+    first = AgentProcess(env, writer(env, log, mode=mode), tmp_path, "first")
+    first.wait_running()
+    wait_for(lambda: len(committed_ids(log)) >= 40, what="40 committed rows")
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0, first.output()
+
+    acknowledged = committed_ids(log)
+    assert [row for row, _ in s3_rows()] == acknowledged  # the seed's `aws s3 cp` promise
+    assert _restored_rows(tmp_path, "check") == acknowledged
+    assert any(m.startswith("Chain booted: fresh") for m in first.messages()), first.output()
+    assert lease_item().state == "FREE"
+    manifest = ChainStore(BUCKET, KEY).read_manifest()
+    assert manifest is not None and manifest.stopped is not None
+
+    second_env = _env(agent_env, tmp_path, "second")  # an empty disk of its own
+    second = AgentProcess(second_env, writer(second_env, log, mode=mode), tmp_path, "second")
+    second.wait_running()
+    assert any(m.startswith("Chain booted: resumed") for m in second.messages()), second.output()
+    wait_for(lambda: len(committed_ids(log)) >= len(acknowledged) + 10, what="more rows")
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0, second.output()
+    every = committed_ids(log)
+    assert every[: len(acknowledged)] == acknowledged
+    assert [row for row, _ in s3_rows()] == every
+
+
+def test_sigkill_loses_nothing_acknowledged_before_interval_plus_one_upload(agent_env, tmp_path):
+    env = _env(agent_env, tmp_path, "a", WAKEFUL_SYNC_INTERVAL="1")
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(env, writer(env, log), tmp_path, "a")
+    agent.wait_running()
+    wait_for(lambda: len(committed_ids(log)) >= 100, timeout=60, what="100 committed rows")
+    # Wait for a sync to have shipped (the ``Segments shipped`` log line), then kill.
+    wait_for(lambda: sum(m == "Segments shipped" for m in agent.messages()) >= 2,
+             what="two shipped syncs")
+    app = child_pid(agent.pid)
+    killed_at = time.time()
+    agent.process.kill()
+    agent.wait()
+    if app is not None:
+        os.kill(app, signal.SIGKILL)  # the container goes with its agent
+    restored = set(_restored_rows(tmp_path, "after-kill"))
+    # The guarantee: what was acknowledged more than one interval and one upload before the
+    # kill is in the chain. The slack for one upload is generous (a loaded test machine).
+    interval, one_upload = 1.0, 2.0
+    must_have = [row for row, at in commits(log) if at < killed_at - interval - one_upload]
+    assert must_have, "the writer acknowledged nothing early enough to check"
+    assert set(must_have) <= restored
+    # And what restored is a prefix of what was acknowledged: no hole, nothing invented.
+    acknowledged = committed_ids(log)
+    assert sorted(restored) == acknowledged[: len(restored)]
+
+
+def test_a_paused_holder_whose_write_lands_before_the_new_holders_first_write_loses_nothing(
+    agent_env, tmp_path, moto_server
+):
+    """The chain twin of test_agent_lifecycle's xfail (issue 10): B claimed its position at
+    boot, so A's delayed segment lands on a taken key and is refused."""
+    with fault_proxy(moto_server.url) as proxy:
+        env_a = _env(agent_env, tmp_path, "a", AWS_ENDPOINT_URL_S3=proxy.url,
+                     WAKEFUL_LEASE_TTL="1.5", WAKEFUL_SYNC_INTERVAL="0.3")
+        log_a = tmp_path / "a.log"
+        a = AgentProcess(env_a, writer(env_a, log_a), tmp_path, "a")
+        a.wait_running()
+        wait_for(lambda: len(_segment_puts(proxy.requests)) >= 2, what="A's first segments")
+        # A's next segment leaves A, and A is paused with it in flight.
+        in_flight = proxy.hold(s3_put(SEGMENTS))
+        wait_for(lambda: in_flight.hits, what="A's next segment to be sent")
+        app_a = wait_for(lambda: child_pid(a.pid), what="A's app")
+        os.kill(a.pid, signal.SIGSTOP)
+        os.kill(app_a, signal.SIGSTOP)
+        wait_for(lambda: lease_item().expires_at < time.time(), timeout=10,
+                 what="A's lease to expire")
+
+        env_b = _env(agent_env, tmp_path, "b")  # ships only at its stop
+        log_b = tmp_path / "b.log"
+        b = AgentProcess(env_b, writer(env_b, log_b), tmp_path, "b")
+        b.wait_running()
+        wait_for(lambda: len(committed_ids(log_b)) >= 10, what="B's rows")
+        # Before B's first segment, the network delivers A's write; then A resumes.
+        proxy.release(in_flight)
+        wait_for(lambda: in_flight.answered, what="A's write to be answered")
+        os.kill(app_a, signal.SIGCONT)
+        os.kill(a.pid, signal.SIGCONT)
+        assert a.wait(timeout=30) == 5, a.output()
+
+        b.signal(signal.SIGTERM)
+        assert b.wait() == 0, b.output()
+    rows = {row for row, _ in s3_rows()}
+    assert set(committed_ids(log_b)) <= rows
+    assert set(committed_ids(log_b)) <= set(_restored_rows(tmp_path, "check"))
+
+
+def test_steady_writing_sends_no_list_and_ships_only_the_changed_pages(
+    agent_env, tmp_path, moto_server
+):
+    """A 5 MB database and a few small commits: each sync's upload is a few pages, not the
+    file; no LIST is sent while running."""
+    local = tmp_path / "big" / "db.sqlite3"
+    local.parent.mkdir(parents=True)
+    db = sqlite3.connect(local, isolation_level=None)
+    db.execute("PRAGMA journal_mode=wal")
+    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, pid INTEGER, body TEXT)")
+    db.execute("CREATE TABLE ballast (body BLOB)")
+    db.executemany("INSERT INTO ballast VALUES (randomblob(4000))", [()] * 1280)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    size = os.path.getsize(local)
+    assert size > 5 * 1024 * 1024
+    with fault_proxy(moto_server.url) as proxy:
+        env = env_for(agent_env, tmp_path, "big", WAKEFUL_REPLICATION="chain",
+                      AWS_ENDPOINT_URL_S3=proxy.url, WAKEFUL_SYNC_INTERVAL="0.5")
+        log = tmp_path / "writes.log"
+        agent = AgentProcess(env, writer(env, log, interval=0.2), tmp_path, "big")
+        agent.wait_running()
+        # The first sync ships the whole database once (the chain held nothing).
+        wait_for(lambda: sum(m == "Segments shipped" for m in agent.messages()) >= 1,
+                 what="the first shipped sync")
+        proxy.clear_log()
+        wait_for(lambda: sum(m == "Segments shipped" for m in agent.messages()) >= 6,
+                 timeout=60, what="five more shipped syncs")
+        steady = proxy.requests
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    assert not [r for r in steady if r.is_list], [r.path for r in steady if r.is_list]
+    segments = _segment_puts(steady)
+    assert len(segments) >= 5
+    biggest = max(_uploaded_bytes(r) for r in segments)
+    # A few 4 KB pages per commit, LZ4-compressed: far below the database's size.
+    assert biggest < size / 50, (biggest, size)
+    assert [row for row, _ in s3_rows()] == committed_ids(log)
+    print(f"\nchain: database {size} B; {len(segments)} segment PUTs while steady, "
+          f"largest {biggest} B, total {sum(_uploaded_bytes(r) for r in segments)} B")
