@@ -91,7 +91,8 @@ class ChainSync:
             emit(self.metrics, "ReplicationWarning", phase="boot")
         # The writer's shadow starts as a copy of the state restored: before it moves.
         self.writer = ChainWriter(store, identity, booted, self.work_dir)
-        if os.path.exists(incoming):
+        restored = os.path.exists(incoming)
+        if restored:
             move_into_place(incoming, self.local_path)
         elif booted.how != chain_boot.FRESH:
             # The chain's state is the empty database: a file left here is not it.
@@ -100,7 +101,7 @@ class ChainSync:
         elif os.path.exists(self.local_path):
             self.log.info("No database in S3. Keeping the local database; "
                           "the first sync ships it")
-        if booted.path and os.path.exists(self.local_path):
+        if restored:
             # What was restored is in the chain already: capture only what comes after it.
             self.capture.baseline()
         return booted
