@@ -7,15 +7,21 @@ database at ``s3://…/db.sqlite3`` (the seed's promise).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 
+from chalicelib.settings import AgentSettings
+from container.agent import Agent
+from container.wiring import Wiring, wire
 from tests.agent_harness import (
     AgentProcess,
     child_pid,
@@ -28,6 +34,7 @@ from tests.agent_harness import (
     writer,
 )
 from tests.fault_proxy import Request, fault_proxy, s3_put
+from wakeful_replica.sqlite import Versions
 from wakeful_replica.store import ChainStore
 
 BUCKET, KEY = "wakeful-test-db", "db.sqlite3"
@@ -210,3 +217,51 @@ def test_steady_writing_sends_no_list_and_ships_only_the_changed_pages(
     assert [row for row, _ in s3_rows()] == committed_ids(log)
     print(f"\nchain: database {size} B; {len(segments)} segment PUTs while steady, "
           f"largest {biggest} B, total {sum(_uploaded_bytes(r) for r in segments)} B")
+
+
+def test_a_corrupt_segment_in_the_chain_does_not_start_the_app_on_an_older_state(
+    agent_env, tmp_path
+):
+    env = _env(agent_env, tmp_path, "a", WAKEFUL_SYNC_INTERVAL="0.3")
+    log = tmp_path / "writes.log"
+    first = AgentProcess(env, writer(env, log), tmp_path, "a")
+    first.wait_running()
+    wait_for(lambda: sum(m == "Segments shipped" for m in first.messages()) >= 4,
+             what="four shipped syncs")
+    first.kill()  # no stop: no snapshot covers the segments
+    store = ChainStore(BUCKET, KEY)
+    manifest = store.read_manifest()
+    assert manifest is not None
+    damaged = store.segment_key(manifest.generation, manifest.position + 2)
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=damaged, Body=b"not a segment")
+
+    marker = tmp_path / "started"
+    second_env = _env(agent_env, tmp_path, "b")
+    second = AgentProcess(second_env, ["touch", str(marker)], tmp_path, "b")
+    assert second.wait() == 4, second.output()
+    assert not marker.exists()
+    assert any("cannot be restored to its end" in m for m in second.messages()), second.output()
+    assert lease_item().state == "FREE"
+
+
+def test_chain_mode_is_refused_on_an_agent_sqlite_with_the_wal_reset_bug(resources, tmp_path):
+    env = {
+        **os.environ, "DB_S3_BUCKET": BUCKET, "DB_S3_KEY": KEY,
+        "DB_LOCAL_PATH": str(tmp_path / "app" / "db.sqlite3"),
+        "WAKEFUL_LEASE_TABLE": "wakeful-test-leases", "WAKEFUL_REPLICATION": "chain",
+    }
+    deps = dataclasses.replace(
+        wire(AgentSettings.from_env(env), Wiring, supervising=True),
+        sqlite_versions=lambda: Versions(agent="3.51.2", stdlib="3.40.1", apsw="3.51.2.0"),
+    )
+    marker = tmp_path / "started"
+    codes: list[int] = []
+    # Off the main thread: the agent installs no signal handlers in the test's process.
+    thread = threading.Thread(
+        target=lambda: codes.append(Agent(deps).run(["touch", str(marker)])))
+    thread.start()
+    thread.join(timeout=30)
+    assert codes == [2]
+    assert not marker.exists()
+    lease = lease_item()
+    assert lease is None or (lease.holder is None and lease.token == 0)  # never taken
