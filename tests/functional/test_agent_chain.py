@@ -265,3 +265,36 @@ def test_chain_mode_is_refused_on_an_agent_sqlite_with_the_wal_reset_bug(resourc
     assert not marker.exists()
     lease = lease_item()
     assert lease is None or (lease.holder is None and lease.token == 0)  # never taken
+
+
+@pytest.mark.parametrize("fault", ["outage", "lost-answer"])
+def test_segments_that_s3_did_not_take_ship_later_and_lose_nothing(
+    agent_env, tmp_path, moto_server, fault
+):
+    """S3 refuses segment writes for a while (they queue on disk), or takes one and loses the
+    answer (the retry finds its own segment there): the app keeps writing, the stop ships
+    everything."""
+    with fault_proxy(moto_server.url) as proxy:
+        env = _env(agent_env, tmp_path, "a", AWS_ENDPOINT_URL_S3=proxy.url,
+                   WAKEFUL_SYNC_INTERVAL="0.3")
+        log = tmp_path / "writes.log"
+        agent = AgentProcess(env, writer(env, log), tmp_path, "a")
+        agent.wait_running()
+        wait_for(lambda: len(_segment_puts(proxy.requests)) >= 2, what="the first segments")
+        if fault == "outage":
+            refused = proxy.fail(503, s3_put(SEGMENTS), count=6)
+        else:
+            refused = proxy.lose_answer(s3_put(SEGMENTS), count=1)
+        wait_for(lambda: refused.hits >= (6 if fault == "outage" else 1), timeout=30,
+                 what="the fault to be hit")
+        during = len(committed_ids(log))
+        wait_for(lambda: len(committed_ids(log)) >= during + 20, what="the app to keep writing")
+        wait_for(lambda: agent.state().get("sync_outcome") == "uploaded", timeout=30,
+                 what="a sync that shipped after the fault")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    if fault == "outage":
+        assert any(m.startswith("Failed to ship segments") for m in agent.messages())
+    acknowledged = committed_ids(log)
+    assert [row for row, _ in s3_rows()] == acknowledged
+    assert _restored_rows(tmp_path, "check") == acknowledged
