@@ -91,9 +91,13 @@ def test_graceful_stop_leaves_every_row_in_the_current_object_and_the_next_agent
     assert [row for row, _ in s3_rows()] == acknowledged  # the seed's `aws s3 cp` promise
     assert _restored_rows(tmp_path, "check") == acknowledged
     assert any(m.startswith("Chain booted: fresh") for m in first.messages()), first.output()
-    assert lease_item().state == "FREE"
+    lease = lease_item()
+    assert lease.state == "FREE"
     manifest = ChainStore(BUCKET, KEY).read_manifest()
     assert manifest is not None and manifest.stopped is not None
+    # The proof of a clean stop, where today's control plane reads it and in the manifest.
+    assert lease.last_upload["reason"] == "shutdown"
+    assert int(lease.last_upload["position"]) == manifest.stopped.position
 
     second_env = _env(agent_env, tmp_path, "second")  # an empty disk of its own
     second = AgentProcess(second_env, writer(second_env, log, mode=mode), tmp_path, "second")
@@ -169,6 +173,7 @@ def test_a_paused_holder_whose_write_lands_before_the_new_holders_first_write_lo
         os.kill(app_a, signal.SIGCONT)
         os.kill(a.pid, signal.SIGCONT)
         assert a.wait(timeout=30) == 5, a.output()
+        assert any(m.startswith("Local database kept aside at") for m in a.messages()), a.output()
 
         b.signal(signal.SIGTERM)
         assert b.wait() == 0, b.output()
