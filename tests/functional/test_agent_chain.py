@@ -303,3 +303,34 @@ def test_segments_that_s3_did_not_take_ship_later_and_lose_nothing(
     acknowledged = committed_ids(log)
     assert [row for row, _ in s3_rows()] == acknowledged
     assert _restored_rows(tmp_path, "check") == acknowledged
+
+
+def _wal_salt(path: str) -> bytes | None:
+    try:
+        with open(path + "-wal", "rb") as handle:
+            header = handle.read(32)
+    except FileNotFoundError:
+        return None
+    return header[16:24] if len(header) == 32 else None
+
+
+@pytest.mark.parametrize("mode", ["wal", "wal-autocheckpoint"])
+def test_the_wal_restarts_after_what_was_shipped_and_nothing_is_lost(agent_env, tmp_path, mode):
+    """The agent checkpoints once it has shipped (``wal``: only the agent does); the app's own
+    checkpoints (``wal-autocheckpoint``) cannot restart the WAL under frames not yet read."""
+    env = _env(agent_env, tmp_path, "a", WAKEFUL_SYNC_INTERVAL="0.3")
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(env, writer(env, log, interval=0.002, mode=mode), tmp_path, "a")
+    agent.wait_running()
+    first = wait_for(lambda: _wal_salt(env["DB_LOCAL_PATH"]), what="the WAL")
+    # Past 1000 frames a checkpoint completes and the next commit restarts the WAL.
+    wait_for(lambda: _wal_salt(env["DB_LOCAL_PATH"]) not in (None, first), timeout=90,
+             what="the WAL to restart")
+    during = len(committed_ids(log))
+    wait_for(lambda: len(committed_ids(log)) >= during + 50, what="commits after the restart")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0, agent.output()
+    assert not any(m.startswith("Capture reset") for m in agent.messages()), agent.output()
+    acknowledged = committed_ids(log)
+    assert [row for row, _ in s3_rows()] == acknowledged
+    assert _restored_rows(tmp_path, "check") == acknowledged
