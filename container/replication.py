@@ -13,11 +13,13 @@ app must not start on an older state.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib.errors import LeaseLost
 from chalicelib.files import remove_file
 from chalicelib.observability import MetricUnit, emit
 from container.capture import Capture, Delta, Full
@@ -26,9 +28,9 @@ from container.sync import Caller, Holding
 from wakeful_replica import boot as chain_boot
 from wakeful_replica.boot import Booted
 from wakeful_replica.chain import Writer
-from wakeful_replica.errors import ChainBroken, Fenced, Superseded
+from wakeful_replica.errors import ChainBroken, Fenced, OutOfBandUpload, Superseded
 from wakeful_replica.store import ChainStore
-from wakeful_replica.writer import ChainWriter, Stopped
+from wakeful_replica.writer import ChainWriter, PendingSnapshot, Stopped
 
 SNAPSHOT, CHAIN = "snapshot", "chain"
 
@@ -43,7 +45,7 @@ class SyncedChain:
     appended: int  # segments appended by this sync
     shipped: int  # segments that landed in S3
     queued: int  # still waiting for S3
-    snapshot: bool  # a snapshot of the whole database was written to ``K``
+    snapshot: bool  # a snapshot of the whole database was named in the manifest
 
 
 def work_dir(local_path: str) -> str:
@@ -66,6 +68,11 @@ class ChainSync:
         self.work_dir = work_dir(local_path)
         self.capture = Capture(local_path)
         self.writer: ChainWriter | None = None
+        # The upload of ``K`` runs beside the syncs (segments keep shipping meanwhile); its
+        # thread and what it gave back (``value`` or ``error``).
+        self._uploading: tuple[threading.Thread, dict[str, Any]] | None = None
+        # A snapshot whose marker landed but whose ``K`` did not: the stop must write one.
+        self._snapshot_owed = False
 
     @property
     def identity(self) -> Writer:
@@ -119,7 +126,9 @@ class ChainSync:
         started = self._clock()
         appended = self._append(self.capture.read(), writer)
         if not appended and not len(writer.queue):
-            return SyncedChain(0, 0, 0, False)
+            # Idle: no request, but a snapshot upload that finished is still published.
+            return SyncedChain(0, 0, 0, self._uploading is not None and self._snapshot_step(
+                writer, 0))
         shipped = self._call(writer.ship, "ship segments")
         if shipped.needs_full and not shipped.queued:
             appended += self._append(self.capture.read_full("the segment queue overflowed"),
@@ -129,10 +138,7 @@ class ChainSync:
             raise shipped.error
         if not shipped.queued:
             self.capture.checkpoint()
-        snapshot = False
-        if writer.snapshot_due():
-            self._call(writer.snapshot, "write a snapshot")
-            snapshot = True
+        snapshot = self._snapshot_step(writer, shipped.queued)
         seconds = self._clock() - started
         self.log.info(
             "Segments shipped",
@@ -142,6 +148,73 @@ class ChainSync:
         )
         emit(self.metrics, "SyncDuration", seconds, MetricUnit.Seconds, reason=reason)
         return SyncedChain(appended, shipped.shipped, shipped.queued, snapshot)
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def _snapshot_step(self, writer: ChainWriter, queued: int) -> bool:
+        """Publish a finished upload of ``K``, or start one when due; ``True`` once published.
+
+        The marker goes first, on this thread (it is a position in the chain); only the PUT
+        of ``K`` runs in the background, so segments keep shipping while it uploads.
+        """
+        if self._uploading is not None:
+            thread, outcome = self._uploading
+            if thread.is_alive():
+                return False
+            self._uploading = None
+            return self._published(writer, outcome)
+        if queued or not writer.snapshot_due():
+            return False
+        pending = self._call(writer.begin_snapshot, "write a snapshot marker")
+        self._snapshot_owed = True
+        outcome: dict[str, Any] = {}
+
+        def upload() -> None:
+            try:
+                outcome["value"] = self._call(lambda: writer.write_current(pending),
+                                              "upload the snapshot")
+            except BaseException as exc:  # handed to the sync that publishes it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=upload, name="wakeful-snapshot", daemon=True)
+        thread.start()
+        self._uploading = (thread, outcome)
+        return False
+
+    def _published(self, writer: ChainWriter, outcome: dict[str, Any]) -> bool:
+        error = outcome.get("error")
+        if isinstance(error, (*CHAIN_FENCING, LeaseLost)):
+            raise error
+        if isinstance(error, OutOfBandUpload):
+            # Never written over; the next boot starts a generation from it.
+            self.log.warning(f"Replication: {error}")
+            emit(self.metrics, "ReplicationWarning", phase="snapshot")
+            self._snapshot_owed = False
+            return False
+        if error is not None:
+            # Every segment is in the chain; only the shortcut for restores is late.
+            self.log.warning(f"Failed to write a snapshot: {error}; the stop writes one")
+            emit(self.metrics, "SnapshotFailed")
+            return False
+        pending: PendingSnapshot = outcome["value"]
+        base = self._call(lambda: writer.publish(pending), "publish the snapshot")
+        self._snapshot_owed = False
+        self.log.info(
+            f"Snapshot written to s3://{self.store.bucket}/{self.store.key}",
+            extra={"position": base.txid, "size": base.size, "sha256": base.sha256},
+        )
+        return True
+
+    def _settle_snapshot(self, writer: ChainWriter, remaining: Callable[[], float]) -> None:
+        """At stop: let an upload under way finish (inside the budget) and publish it."""
+        if self._uploading is None:
+            return
+        thread, outcome = self._uploading
+        thread.join(max(0.0, remaining()))
+        if thread.is_alive():
+            raise TimeoutError("the snapshot upload did not finish within the stop budget")
+        self._uploading = None
+        self._published(writer, outcome)
 
     def _append(self, captured: Delta | Full | None, writer: ChainWriter) -> int:
         if captured is None:
@@ -166,6 +239,15 @@ class ChainSync:
         writer = self.writer
         assert writer is not None
         self._append(self.capture.read(), writer)
+        # The final segment first: durable within about a second of the stop signal, however
+        # long the snapshot under way takes (``stop`` retries what this did not ship).
+        self._call(writer.ship, "ship the final segment")
+        self._settle_snapshot(writer, remaining)
+        if self._snapshot_owed and not writer.changed_since_snapshot:
+            # A periodic snapshot's marker landed but its ``K`` did not, and nothing changed
+            # since: ``stop`` alone would not write ``K``, which must hold the final state.
+            self._call(lambda: writer.snapshot(reason="shutdown", backup=True),
+                       "write the final snapshot")
         stopped = self._call(lambda: writer.stop(max(0.0, remaining())), "ship the final segment")
         for warning in stopped.warnings:
             self.log.warning(f"Replication: {warning}")

@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from chalicelib.settings import AgentSettings
 from container.agent import Agent
 from container.wiring import Wiring, wire
 from tests.agent_harness import (
+    IDLE,
     AgentProcess,
     child_pid,
     commits,
@@ -30,6 +32,7 @@ from tests.agent_harness import (
     env_for,
     lease_item,
     s3_rows,
+    seed_database,
     wait_for,
     writer,
 )
@@ -334,3 +337,65 @@ def test_the_wal_restarts_after_what_was_shipped_and_nothing_is_lost(agent_env, 
     acknowledged = committed_ids(log)
     assert [row for row, _ in s3_rows()] == acknowledged
     assert _restored_rows(tmp_path, "check") == acknowledged
+
+
+def _current_put(request: Request) -> bool:
+    """A PUT of the current object ``K`` itself (not of a segment, not a backup copy)."""
+    path = request.path.split("?", 1)[0]
+    return request.service == "s3" and request.method == "PUT" and path == f"/{BUCKET}/{KEY}"
+
+
+def test_segments_keep_shipping_while_a_periodic_snapshot_uploads(
+    agent_env, tmp_path, moto_server
+):
+    local = tmp_path / "big" / "db.sqlite3"
+    local.parent.mkdir(parents=True)
+    db = sqlite3.connect(local, isolation_level=None)
+    db.execute("PRAGMA journal_mode=wal")
+    db.execute("CREATE TABLE ballast (body BLOB)")
+    db.executemany("INSERT INTO ballast VALUES (randomblob(4000))", [()] * 600)
+    db.close()
+    slow_for = 1.5
+    with fault_proxy(moto_server.url) as proxy:
+        # The first sync ships the whole 2.4 MB: past half the database, a snapshot is due.
+        slow = proxy.delay(slow_for, _current_put, count=1)
+        env = env_for(agent_env, tmp_path, "big", WAKEFUL_REPLICATION="chain",
+                      AWS_ENDPOINT_URL_S3=proxy.url, WAKEFUL_SYNC_INTERVAL="0.2",
+                      WAKEFUL_LEASE_TTL="10")
+        log = tmp_path / "writes.log"
+        agent = AgentProcess(env, writer(env, log), tmp_path, "big")
+        agent.wait_running()
+        wait_for(lambda: slow.answered >= 1, timeout=60, what="the slow snapshot upload")
+        requests = proxy.requests
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    upload = next(r for r in requests if _current_put(r))
+    during = [r for r in _segment_puts(requests) if upload.at < r.at < upload.at + slow_for - 0.2]
+    assert during, "no segment shipped while the snapshot uploaded"
+    acknowledged = committed_ids(log)
+    assert [row for row, _ in s3_rows()] == acknowledged
+
+
+def test_a_snapshot_that_failed_is_written_at_the_stop_even_with_no_later_change(
+    agent_env, tmp_path, moto_server
+):
+    """Its marker took a position, so nothing counts as changed since; yet ``K`` must hold the
+    final state after a graceful stop."""
+    local = seed_database(tmp_path / "idle" / "db.sqlite3", rows=30)
+    db = sqlite3.connect(local, isolation_level=None)
+    db.execute("PRAGMA journal_mode=wal")
+    db.execute("CREATE TABLE ballast (body BLOB)")
+    db.executemany("INSERT INTO ballast VALUES (randomblob(4000))", [()] * 600)
+    db.close()
+    with fault_proxy(moto_server.url) as proxy:
+        refused = proxy.fail(503, _current_put)
+        env = env_for(agent_env, tmp_path, "idle", WAKEFUL_REPLICATION="chain",
+                      AWS_ENDPOINT_URL_S3=proxy.url, WAKEFUL_SYNC_INTERVAL="0.2")
+        agent = AgentProcess(env, [sys.executable, IDLE], tmp_path, "idle")
+        agent.wait_running()
+        wait_for(lambda: any(m.startswith("Failed to write a snapshot") for m in agent.messages()),
+                 timeout=60, what="the snapshot to fail")
+        proxy.remove(refused)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    assert [row for row, _ in s3_rows()] == list(range(1, 31))
