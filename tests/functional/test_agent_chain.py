@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -399,3 +400,21 @@ def test_a_snapshot_that_failed_is_written_at_the_stop_even_with_no_later_change
         agent.signal(signal.SIGTERM)
         assert agent.wait() == 0, agent.output()
     assert [row for row, _ in s3_rows()] == list(range(1, 31))
+
+
+def test_download_after_a_crash_gives_the_chains_end_not_the_last_snapshot(agent_env, tmp_path):
+    env = _env(agent_env, tmp_path, "a", WAKEFUL_SYNC_INTERVAL="0.3")
+    log = tmp_path / "writes.log"
+    agent = AgentProcess(env, writer(env, log), tmp_path, "a")
+    agent.wait_running()
+    wait_for(lambda: sum(m == "Segments shipped" for m in agent.messages()) >= 3,
+             what="three shipped syncs")
+    agent.kill()
+    output = tmp_path / "copy" / "db.sqlite3"
+    done = subprocess.run(
+        [sys.executable, "-m", "container", "download", "--output", str(output)],
+        env=_env(agent_env, tmp_path, "operator"), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _local_rows(str(output)) == _restored_rows(tmp_path, "check")
+    assert len(_local_rows(str(output))) > 0
