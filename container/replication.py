@@ -167,18 +167,18 @@ class ChainSync:
             return False
         pending = self._call(writer.begin_snapshot, "write a snapshot marker")
         self._snapshot_owed = True
-        outcome: dict[str, Any] = {}
+        box: dict[str, Any] = {}
 
         def upload() -> None:
             try:
-                outcome["value"] = self._call(lambda: writer.write_current(pending),
-                                              "upload the snapshot")
+                box["value"] = self._call(lambda: writer.write_current(pending),
+                                          "upload the snapshot")
             except BaseException as exc:  # handed to the sync that publishes it
-                outcome["error"] = exc
+                box["error"] = exc
 
-        thread = threading.Thread(target=upload, name="wakeful-snapshot", daemon=True)
-        thread.start()
-        self._uploading = (thread, outcome)
+        uploader = threading.Thread(target=upload, name="wakeful-snapshot", daemon=True)
+        uploader.start()
+        self._uploading = (uploader, box)
         return False
 
     def _published(self, writer: ChainWriter, outcome: dict[str, Any]) -> bool:
