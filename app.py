@@ -3,23 +3,26 @@
 Thin on purpose: parse, call ``chalicelib.control``, answer. Importing this module reads only the
 auth and CORS choices (Chalice needs them for the API definition); everything else is built on
 the first invocation, so a cold start pays for nothing it does not use and a bad setting becomes
-a clear error instead of an import failure.
+a clear error instead of an import failure. Every invocation by Lambda goes through Powertools:
+its log lines carry the request id, and a container's first one counts a cold start.
 """
 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from typing import Any
 
-from chalice import Chalice, Rate, Response
+from chalice import Chalice, ConvertToMiddleware, Rate, Response
+from chalice.app import Request
 
 from chalicelib import auth
 from chalicelib.errors import ConfigError
+from chalicelib.settings import AuthSettings
 
 app = Chalice(app_name="wakeful")
 
-ROUTE = auth.route_options()
+ROUTE = auth.route_options(AuthSettings.from_env())
 
 _built: dict[str, Any] = {}
 
@@ -41,13 +44,19 @@ def _log() -> Any:
     return _built["log"]
 
 
+def _auth() -> AuthSettings:
+    if "auth" not in _built:
+        _built["auth"] = AuthSettings.from_env()
+    return _built["auth"]
+
+
 def control() -> Any:
     """The control plane, built once per Lambda container from validated settings."""
     if "control" not in _built:
         from chalicelib.control import ControlPlane
         from chalicelib.settings import ControlPlaneSettings
 
-        auth.check_config()
+        auth.check_config(_auth())
         settings = ControlPlaneSettings.from_env()
         _enable_tracing()
         _built["control"] = ControlPlane.from_settings(settings, _log())
@@ -56,10 +65,26 @@ def control() -> Any:
 
 def _enable_tracing() -> None:
     """X-Ray through Powertools' Tracer, only when asked for (it costs ~200 ms of cold start)."""
-    if os.environ.get("WAKEFUL_TRACING", "").strip().lower() in ("1", "true", "yes", "on"):
+    from chalicelib.settings import ObservabilitySettings
+
+    if ObservabilitySettings.from_env().tracing:
         from aws_lambda_powertools import Tracer
 
         _built["tracer"] = Tracer(service="control-plane")
+
+
+@app.middleware("all")
+def _powertools(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """Run each invocation inside Powertools' Lambda wrappers (request id, cold start)."""
+    context = event.lambda_context if isinstance(event, Request) else event.context
+    if context is None:
+        # Called in-process, not by Lambda (the local stack delivers its task events so).
+        return get_response(event)
+    if "powertools" not in _built:
+        from chalicelib.observability import lambda_handler
+
+        _built["powertools"] = ConvertToMiddleware(lambda_handler(_log(), "control-plane"))
+    return _built["powertools"](event, get_response)
 
 
 def _config_error(exc: ConfigError) -> Response:
@@ -78,7 +103,7 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 def _serve(method: str, with_body: bool = False) -> Response:
     request = app.current_request
     try:
-        allowed = auth.allows(request.headers)
+        allowed = auth.allows(request.headers, _auth())
     except ConfigError as exc:
         return _config_error(exc)
     if not allowed:

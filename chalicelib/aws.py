@@ -1,13 +1,16 @@
-"""The AWS edge: client construction and error classification.
+"""The AWS edge: client construction and the one reading of a failed call.
 
-Only edge modules (``lease``, ``store``, ``tasks``) import this; they translate what it classifies
-into the typed errors of ``chalicelib.errors``.
+Only edge modules (``lease``, ``ledger``, ``store``, ``objects``, ``tasks``) import this. Each
+catches ``CALL_ERRORS`` around a call, reads it with ``translate`` (what failed, and whether the
+same call may succeed later) and raises the typed error of ``chalicelib.errors`` that says so,
+chained to the botocore exception.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,10 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
     ReadTimeoutError,
 )
 
@@ -32,6 +39,8 @@ TRANSIENT_CODES = frozenset(
     {
         "ThrottlingException",
         "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
         "ProvisionedThroughputExceededException",
         "RequestLimitExceeded",
         "InternalServerError",
@@ -50,6 +59,12 @@ TRANSPORT_ERRORS = (
     ReadTimeoutError,
     BotoCoreError,
 )
+
+# What a botocore call raises when it fails: AWS answered with an error, or no answer came.
+CALL_ERRORS = (ClientError, *TRANSPORT_ERRORS)
+
+# Failures of the request before it was sent that sending it again cannot mend.
+_NEVER_SENT = (NoCredentialsError, PartialCredentialsError, NoRegionError, ParamValidationError)
 
 
 _CLIENT_LOCK = threading.Lock()
@@ -97,6 +112,68 @@ def client(
         )
 
 
+@dataclass(frozen=True)
+class Failure:
+    """What a failed AWS call means, read once at the edge."""
+
+    code: str  # AWS's error code ("AccessDeniedException"), or the transport error's name
+    message: str
+    status: int  # the HTTP status of the answer; 0 when none came
+    transient: bool  # the same call may succeed later: throttled, a server error, no answer
+
+    @property
+    def permanent(self) -> bool:
+        """Trying again will not help: access denied, a missing table, a request refused."""
+        return not self.transient
+
+    @property
+    def ambiguous(self) -> bool:
+        """The request may have taken effect: no answer came, or the server failed on it."""
+        return self.status == 0 or self.status >= 500
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.message else self.code
+
+
+def translate(exc: BaseException) -> Failure:
+    """Read a botocore exception (one of ``CALL_ERRORS``).
+
+    Transient: a throttling or server-side code, any 5xx, and a request that got no answer.
+    Everything else AWS answers (AccessDenied, a missing table or bucket, a validation error)
+    is permanent, and so is a request botocore could not even sign or build.
+    """
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = http_status(exc)
+        message = str(exc.response.get("Error", {}).get("Message") or "")
+        return Failure(code, message, status, code in TRANSIENT_CODES or status >= 500)
+    transient = isinstance(exc, TRANSPORT_ERRORS) and not isinstance(exc, _NEVER_SENT)
+    return Failure(type(exc).__name__, str(exc), 0, transient)
+
+
+class LazyClient:
+    """A boto3 client made on first use: a cold start pays only for the clients it calls.
+
+    Creating a client loads its service model (tens of milliseconds); an awake wake needs only
+    DynamoDB, a task event DynamoDB and S3. Anything the client would raise while being made
+    (no region, say) is raised by the first call instead, where the edge translates it.
+    """
+
+    def __init__(self, create: Callable[[], Any]) -> None:
+        self._create = create
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._create()
+                client = self._client
+        return getattr(client, name)
+
+
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -106,10 +183,19 @@ def http_status(exc: ClientError) -> int:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when the same call may succeed if tried again."""
-    if isinstance(exc, ClientError):
-        return error_code(exc) in TRANSIENT_CODES or http_status(exc) >= 500
-    return isinstance(exc, TRANSPORT_ERRORS)
+    """True when the same call may succeed if tried again (``translate(exc).transient``)."""
+    return translate(exc).transient
 
 
-__all__ = ["CallTimeouts", "ClientError", "client", "error_code", "http_status", "is_transient"]
+__all__ = [
+    "CALL_ERRORS",
+    "CallTimeouts",
+    "ClientError",
+    "Failure",
+    "LazyClient",
+    "client",
+    "error_code",
+    "http_status",
+    "is_transient",
+    "translate",
+]

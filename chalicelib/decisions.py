@@ -1,8 +1,9 @@
 """Pure decisions of the control plane: what to do, given what was read. No I/O here.
 
 Each function takes the facts (a task's state, the lease, the current S3 object, the time) and
-returns an action; ``chalicelib.control`` performs it. Keeping them apart lets every branch be
-tested without AWS, and keeps the effects small enough to read at a glance.
+returns an action; the control plane's rooms (``chalicelib.plane``) perform it. Keeping them
+apart lets every branch be tested without AWS, and keeps the effects small enough to read at a
+glance. Only records come in (``model``, ``events``): deciding loads neither boto3 nor SQLite.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.events import RUNNING, STOPPED, TaskState
-from chalicelib.lease import HELD, RESERVED, Lease
-from chalicelib.store import ObjectInfo
+from chalicelib.model import HELD, RESERVED, Lease, ObjectInfo
 
 SHUTDOWN = "shutdown"
 NOT_HOLDER = "wakeful: not the lease holder (one task at a time)"

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import TypeSerializer
 
 from chalicelib import aws
 from chalicelib.errors import LeaseHeld, LeaseLost, LeaseUnavailable
 from chalicelib.ledger import KEEP_SECONDS, ledger_key
+from chalicelib.model import Lease
 
 FREE = "FREE"
 RESERVED = "RESERVED"
@@ -52,7 +52,6 @@ COND_EXISTS = "attribute_exists(pk)"
 _NAMES = {"#state": "state", "#token": "token"}
 
 _serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 
 # DynamoDB numbers: at most 38 significant digits, magnitude in [1e-130, 1e126).
@@ -88,98 +87,6 @@ def _number(value: int | float | Decimal) -> dict[str, Any]:
     if digits > _NUMBER_DIGITS or not _NUMBER_EXPONENTS[0] <= exponent <= _NUMBER_EXPONENTS[1]:
         return {"S": repr(value) if isinstance(value, float) else str(value)}
     return {"N": str(number)}
-
-
-def _from_dynamo(value: Any) -> Any:
-    plain = _deserializer.deserialize(value)
-    return _plain(plain)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A snapshot of the lease item as last read or written."""
-
-    name: str
-    state: str = FREE
-    holder: str | None = None
-    token: int = 0
-    expires_at: float = 0.0
-    reservation_id: str | None = None
-    task_arn: str | None = None
-    endpoint: str | None = None
-    endpoint_task: str | None = None
-    acquired_at: float | None = None
-    reserved_at: float | None = None
-    last_wake: float | None = None
-    last_upload: Mapping[str, Any] | None = None
-    last_unsynced_stop: Mapping[str, Any] | None = None
-    last_holder: str | None = None
-    # Which process of the holder took it: a holder id (the task) can outlive one agent
-    # process, and a restarted or duplicated one must be another holder.
-    holder_boot: str | None = None
-    # When the holder's app first answered on its port: only then is the backend running.
-    ready_at: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    _KNOWN = frozenset(
-        {
-            "pk", "state", "holder", "token", "expires_at", "reservation_id", "task_arn",
-            "endpoint", "endpoint_task", "acquired_at", "reserved_at", "last_wake", "last_upload",
-            "last_unsynced_stop", "last_holder", "holder_boot", "ready_at",
-        }
-    )
-
-    @classmethod
-    def from_item(cls, name: str, item: Mapping[str, Any] | None) -> Lease:
-        if not item:
-            return cls(name=name)
-        data = {k: _from_dynamo(v) for k, v in item.items()}
-        return cls(
-            name=name,
-            state=data.get("state", FREE),
-            holder=data.get("holder"),
-            token=int(data.get("token", 0)),
-            expires_at=float(data.get("expires_at", 0)),
-            reservation_id=data.get("reservation_id"),
-            task_arn=data.get("task_arn"),
-            endpoint=data.get("endpoint"),
-            endpoint_task=data.get("endpoint_task"),
-            acquired_at=data.get("acquired_at"),
-            reserved_at=data.get("reserved_at"),
-            last_wake=data.get("last_wake"),
-            last_upload=data.get("last_upload"),
-            last_unsynced_stop=data.get("last_unsynced_stop"),
-            last_holder=data.get("last_holder"),
-            holder_boot=data.get("holder_boot"),
-            ready_at=data.get("ready_at"),
-            extra={k: v for k, v in data.items() if k not in cls._KNOWN},
-        )
-
-    def is_live(self, now: float) -> bool:
-        """Held or reserved by someone whose time has not run out."""
-        return self.state in (HELD, RESERVED) and self.expires_at >= now
-
-    def serving_endpoint(self) -> str | None:
-        """Where clients may be sent: the holder's own endpoint, once its app answers, and
-        never while it is stopping. The one answer to "is it running?" for every door."""
-        if self.state != HELD or not self.endpoint or self.endpoint_task != self.holder:
-            return None
-        if self.ready_at is None or self.extra.get("stopping") == self.holder:
-            return None
-        return self.endpoint
-
-    def held_by(self, holder: str, token: int) -> bool:
-        return self.state == HELD and self.holder == holder and self.token == token
 
 
 class LeaseTable:
@@ -486,14 +393,14 @@ class LeaseTable:
         except _ConditionFailed:
             return self.read()
 
-    def set_fields(self, fields: Mapping[str, Any], condition: str | None = None,
-                   values: Mapping[str, Any] | None = None) -> Lease:
+    def set_fields(self, fields: Mapping[str, Any], condition: str | None = None) -> Lease:
         """Set plain attributes (task ARN, endpoint, unsynced stop record, ...).
 
-        ``condition`` and ``values`` guard the write; ``LeaseLost`` when the guard fails.
+        ``condition`` (one without values, such as ``COND_EXISTS``) guards the write;
+        ``LeaseLost`` when the guard fails.
         """
         sets = []
-        all_values: dict[str, Any] = dict(values or {})
+        all_values: dict[str, Any] = {}
         for index, (name, value) in enumerate(fields.items()):
             sets.append(f"{name} = :f{index}")
             all_values[f":f{index}"] = value

@@ -12,13 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
-
-from boto3.dynamodb.types import TypeDeserializer
 
 from chalicelib import aws
 from chalicelib.errors import LeaseUnavailable
+from chalicelib.model import from_attribute
 
 # "No version of this task was handled yet, or only older ones." The item may exist without
 # one: the agent creates it when it marks itself a holder.
@@ -81,10 +79,6 @@ class TaskLedger:
     def key(self, task_arn: str) -> str:
         return ledger_key(self.lease_name, task_arn)
 
-    def seen(self, task_arn: str) -> int | None:
-        """The newest version handled for the task, ``None`` if none was."""
-        return self.entry(task_arn).version
-
     def entry(self, task_arn: str) -> LedgerEntry:
         """What is known of the task: the newest event version handled, and whether its agent
         ever held the lease (the agent marks that itself when it acquires)."""
@@ -95,7 +89,7 @@ class TaskLedger:
                 ConsistentRead=True,
                 ProjectionExpression="version, held_token, held_at, stop_outcome",
             )
-        except (aws.ClientError, *aws.TRANSPORT_ERRORS) as exc:
+        except aws.CALL_ERRORS as exc:
             raise self._unavailable("read", exc) from exc
         item = response.get("Item") or {}
         version = item.get("version", {}).get("N")
@@ -123,7 +117,7 @@ class TaskLedger:
                     ":purge": {"N": str(int(now + KEEP_SECONDS))},
                 },
             )
-        except (aws.ClientError, *aws.TRANSPORT_ERRORS) as exc:
+        except aws.CALL_ERRORS as exc:
             raise self._unavailable("write", exc) from exc
 
     def claim_stop(self, task_arn: str) -> float | None:
@@ -145,11 +139,9 @@ class TaskLedger:
                     ":purge": {"N": str(int(now + KEEP_SECONDS))},
                 },
             )
-        except aws.ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
+        except aws.CALL_ERRORS as exc:
+            if _condition_failed(exc):
                 return None
-            raise self._unavailable("write", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
             raise self._unavailable("write", exc) from exc
         return float(f"{now:.6f}")
 
@@ -174,11 +166,9 @@ class TaskLedger:
                     ":claimed": {"N": f"{claimed_at:.6f}"},
                 },
             )
-        except aws.ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
+        except aws.CALL_ERRORS as exc:
+            if _condition_failed(exc):
                 return False
-            raise self._unavailable("write", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
             raise self._unavailable("write", exc) from exc
         return True
 
@@ -193,11 +183,9 @@ class TaskLedger:
                 ConditionExpression=COND_STOP_CLAIMED_BY,
                 ExpressionAttributeValues={":claimed": {"N": f"{claimed_at:.6f}"}},
             )
-        except aws.ClientError as exc:
-            if aws.error_code(exc) != "ConditionalCheckFailedException":
+        except aws.CALL_ERRORS as exc:
+            if not _condition_failed(exc):
                 raise self._unavailable("write", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
-            raise self._unavailable("write", exc) from exc
 
     def record(self, task_arn: str, version: int, status: str, outcome: str) -> bool:
         """Mark ``version`` handled; ``False`` when a newer one was recorded meanwhile."""
@@ -221,11 +209,9 @@ class TaskLedger:
                     ":purge": {"N": str(int(now + KEEP_SECONDS))},
                 },
             )
-        except aws.ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
+        except aws.CALL_ERRORS as exc:
+            if _condition_failed(exc):
                 return False
-            raise self._unavailable("write", exc) from exc
-        except aws.TRANSPORT_ERRORS as exc:
             raise self._unavailable("write", exc) from exc
         return True
 
@@ -235,7 +221,6 @@ class TaskLedger:
         A scan: the table holds one lease item and a small item per task of the last
         ``KEEP_SECONDS``, so it stays small; this is an operator's read, never on a hot path.
         """
-        plain = TypeDeserializer()
         found: list[dict[str, Any]] = []
         try:
             paginator = self._client.get_paginator("scan")
@@ -246,19 +231,17 @@ class TaskLedger:
                 ExpressionAttributeValues={":prefix": {"S": f"{self.lease_name}#task#"}},
             ):
                 for item in page.get("Items", []):
-                    found.append({k: _number(plain.deserialize(v)) for k, v in item.items()})
-        except (aws.ClientError, *aws.TRANSPORT_ERRORS) as exc:
+                    found.append({k: from_attribute(v) for k, v in item.items()})
+        except aws.CALL_ERRORS as exc:
             raise self._unavailable("scan", exc) from exc
         return found
 
     def _unavailable(self, what: str, exc: BaseException) -> LeaseUnavailable:
         error = LeaseUnavailable(f"task ledger {what} on table {self.table!r} failed: {exc}")
-        error.retryable = aws.is_transient(exc)
+        error.retryable = aws.translate(exc).transient
         return error
 
 
-def _number(value: Any) -> Any:
-    """DynamoDB's Decimals as the ints and floats the rest of the code uses."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
+def _condition_failed(exc: BaseException) -> bool:
+    """The write's condition did not hold: an answer, not a failure of the call."""
+    return aws.translate(exc).code == "ConditionalCheckFailedException"

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import decisions
-from chalicelib.lease import HELD, RESERVED, Lease
+from chalicelib.model import HELD, RESERVED, Lease
 
 if TYPE_CHECKING:
     from chalicelib.lease import LeaseTable
-    from chalicelib.store import DatabaseStore, ObjectInfo
+    from chalicelib.model import ObjectInfo
+    from chalicelib.store import DatabaseStore
 
 # What the report shows of an upload record (the lease's or the current object's metadata).
 UPLOAD_FIELDS = ("at", "size", "reason", "token", "holder", "version_id", "sha256")

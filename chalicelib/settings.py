@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from chalicelib import launchers
 from chalicelib.errors import ConfigError
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -217,9 +218,9 @@ class ControlPlaneSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
         env = os.environ if env is None else env
-        launcher = (_get(env, "WAKEFUL_TASK_LAUNCHER", "ecs") or "ecs").lower()
-        if launcher not in ("ecs", "local"):
-            raise ConfigError("WAKEFUL_TASK_LAUNCHER", f"must be ecs or local, got {launcher!r}")
+        launcher = (_get(env, launchers.VARIABLE, launchers.BUILT_IN) or launchers.BUILT_IN).lower()
+        if launcher != launchers.BUILT_IN and launcher not in launchers.names():
+            raise launchers.unknown(launcher)
         return cls(
             location=DatabaseLocation.from_env(env),
             cluster=_required(env, "WAKEFUL_CLUSTER"),
@@ -244,3 +245,97 @@ def _tags(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
             raise ConfigError(name, f"must be key=value pairs separated by commas, got {item!r}")
         pairs.append((key.strip(), value.strip()))
     return tuple(pairs)
+
+
+# -- how the HTTP routes are protected -------------------------------------------------------
+
+API_KEY = "api_key"
+IAM = "iam"
+AUTH_MODES = (API_KEY, IAM)
+API_KEY_DIGEST = "WAKEFUL_API_KEY_SHA256"
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """``WAKEFUL_AUTH``, ``WAKEFUL_API_KEY_SHA256`` and ``WAKEFUL_CORS_ORIGIN`` as configured.
+
+    Read when ``app.py`` is imported (Chalice writes the auth choice into the API definition),
+    so reading never raises: an unknown mode still protects the routes with an API key, and
+    ``check`` and ``key_digests`` name the bad variable when a request needs them.
+    """
+
+    requested_mode: str
+    key_digests_raw: str
+    cors_origin: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AuthSettings:
+        env = os.environ if env is None else env
+        return cls(
+            requested_mode=(env.get("WAKEFUL_AUTH") or API_KEY).strip().lower(),
+            key_digests_raw=(env.get(API_KEY_DIGEST) or "").strip().lower(),
+            cors_origin=(env.get("WAKEFUL_CORS_ORIGIN") or "").strip() or None,
+        )
+
+    @property
+    def mode(self) -> str:
+        """The mode the routes are protected with: an unknown one is never "open"."""
+        return self.requested_mode if self.requested_mode in AUTH_MODES else API_KEY
+
+    def check(self) -> None:
+        """``ConfigError`` naming the variable when the mode or the CORS origin is invalid.
+
+        The key's digests are not checked here (``key_digests`` is, on each request): the
+        event handler and the reconciler need no API key and must keep working without one.
+        """
+        if self.requested_mode not in AUTH_MODES:
+            raise ConfigError(
+                "WAKEFUL_AUTH",
+                f"must be one of {', '.join(AUTH_MODES)}, got {self.requested_mode!r}",
+            )
+        origin = self.cors_origin
+        if origin and origin != "*" and not origin.startswith(("https://", "http://")):
+            raise ConfigError(
+                "WAKEFUL_CORS_ORIGIN",
+                f"must be an origin like https://app.example.com, got {origin!r}",
+            )
+
+    def key_digests(self) -> tuple[bytes, ...]:
+        """The SHA-256 digests of the accepted API keys; ``ConfigError`` when none is valid."""
+        digests = [part.strip() for part in self.key_digests_raw.split(",") if part.strip()]
+        if not digests:
+            raise ConfigError(
+                API_KEY_DIGEST,
+                "must be set in api_key mode: the hex SHA-256 of the API key "
+                "(printf %s \"$KEY\" | sha256sum)",
+            )
+        bad = [d for d in digests if not _DIGEST_RE.fullmatch(d)]
+        if bad:
+            raise ConfigError(API_KEY_DIGEST, f"not a hex SHA-256 digest: {bad[0][:16]!r}...")
+        return tuple(bytes.fromhex(d) for d in digests)
+
+
+# -- logs, metrics, traces -----------------------------------------------------------------
+
+METRICS_NAMESPACE = "wakeful"
+_ON = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """The log level, the metrics namespace (set per stage) and whether to trace with X-Ray."""
+
+    log_level: str
+    metrics_namespace: str
+    tracing: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ObservabilitySettings:
+        env = os.environ if env is None else env
+        return cls(
+            log_level=env.get("WAKEFUL_LOG_LEVEL", "INFO"),
+            metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE") or METRICS_NAMESPACE,
+            # Tracing costs ~200 ms of cold start: only an explicit yes turns it on.
+            tracing=(env.get("WAKEFUL_TRACING") or "").strip().lower() in _ON,
+        )

@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
@@ -33,6 +32,7 @@ from boto3.s3.transfer import TransferConfig
 from chalicelib import aws
 from chalicelib.errors import CorruptDatabase, FencingError, NotFound, StoreUnavailable
 from chalicelib.files import Snapshot, remove_file
+from chalicelib.model import Backup, ObjectInfo, UploadIntent
 from chalicelib.stamps import stamp
 
 META_SHA256 = "wakeful-sha256"
@@ -54,76 +54,6 @@ _BAD_DIGEST = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
 
 # Progress callbacks receive the number of bytes moved since the previous call.
 Progress = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What S3 says of one version of an object."""
-
-    key: str
-    etag: str
-    version_id: str | None
-    size: int
-    last_modified: dt.datetime
-    metadata: dict[str, str] = field(default_factory=dict)
-    is_latest: bool = True
-
-    @property
-    def sha256(self) -> str | None:
-        return self.metadata.get(META_SHA256)
-
-    @property
-    def holder(self) -> str | None:
-        return self.metadata.get(META_HOLDER)
-
-    @property
-    def token(self) -> int | None:
-        raw = self.metadata.get(META_TOKEN)
-        return int(raw) if raw and raw.isdigit() else None
-
-    @property
-    def reason(self) -> str | None:
-        return self.metadata.get(META_REASON)
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-friendly record (what the lease keeps as ``last_upload``)."""
-        return {
-            "key": self.key,
-            "etag": self.etag,
-            "version_id": self.version_id,
-            "size": self.size,
-            "sha256": self.sha256,
-            "holder": self.holder,
-            "token": self.token,
-            "reason": self.reason,
-            "at": self.last_modified.timestamp(),
-        }
-
-
-@dataclass(frozen=True)
-class UploadIntent:
-    """Who uploads, under which fencing token, and why."""
-
-    holder: str
-    token: int
-    reason: str
-
-    def metadata(self, snapshot: Snapshot, now: float) -> dict[str, str]:
-        return {
-            META_SHA256: snapshot.sha256,
-            META_HOLDER: self.holder,
-            META_TOKEN: str(self.token),
-            META_REASON: self.reason,
-            META_UPLOADED_AT: f"{now:.3f}",
-        }
-
-
-@dataclass(frozen=True)
-class Backup:
-    name: str
-    key: str
-    size: int
-    last_modified: dt.datetime
 
 
 class DatabaseStore:

@@ -1,19 +1,22 @@
 """Task control: the ``TaskLauncher`` contract and its ECS edge.
 
 The control plane only starts, stops and describes "the backend task"; how is the launcher's
-business. ``WAKEFUL_TASK_LAUNCHER`` picks one from ``LAUNCHERS``; ``ecs`` is built in, and a
-launcher for local processes can be registered under ``local`` without touching the callers.
+business. ``WAKEFUL_TASK_LAUNCHER`` picks one: ``ecs`` is built in, any other is registered
+from outside (``chalicelib.launchers``: the local stack's stand-in for Fargate is one), and
+``launcher_for`` builds it. ``describe_tasks`` is the one DescribeTasks, for every door.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from chalicelib import aws
-from chalicelib.errors import ConfigError, TaskControlError
+from chalicelib import aws, launchers
+from chalicelib.errors import TaskControlError
 from chalicelib.events import MalformedEvent, TaskState, family_of, parse_task
-from chalicelib.settings import ControlPlaneSettings
+
+if TYPE_CHECKING:
+    from chalicelib.settings import ControlPlaneSettings
 
 RESERVATION_ENV = "WAKEFUL_RESERVATION_ID"
 
@@ -50,8 +53,8 @@ class EcsTaskLauncher:
 
     def __init__(self, settings: ControlPlaneSettings, client: Any | None = None) -> None:
         self.settings = settings
-        location = settings.location
-        self._ecs = client or aws.client("ecs", location.region)
+        region = settings.location.region
+        self._ecs = client or aws.LazyClient(lambda: aws.client("ecs", region))
         self.family = family_of(settings.task_definition)
 
     def start(self, reservation_id: str) -> TaskState:
@@ -84,7 +87,7 @@ class EcsTaskLauncher:
         }
         if s.task_tags:
             request["tags"] = [{"key": k, "value": v} for k, v in s.task_tags]
-        response = self._call("RunTask", self._ecs.run_task, **request)
+        response = call("RunTask", self._ecs.run_task, **request)
         failures = response.get("failures") or []
         tasks = response.get("tasks") or []
         if failures or not tasks:
@@ -97,23 +100,13 @@ class EcsTaskLauncher:
         return _parse(tasks[0])
 
     def stop(self, task_arn: str, reason: str) -> None:
-        self._call(
+        call(
             "StopTask", self._ecs.stop_task,
             cluster=self.settings.cluster, task=task_arn, reason=reason[:255],
         )
 
     def describe(self, task_arns: Sequence[str]) -> dict[str, TaskState]:
-        found: dict[str, TaskState] = {}
-        arns = list(dict.fromkeys(task_arns))
-        for start in range(0, len(arns), _DESCRIBE_BATCH):
-            response = self._call(
-                "DescribeTasks", self._ecs.describe_tasks,
-                cluster=self.settings.cluster, tasks=arns[start:start + _DESCRIBE_BATCH],
-            )
-            for raw in response.get("tasks") or []:
-                task = _parse(raw)
-                found[task.task_arn] = task
-        return found
+        return describe_tasks(self._ecs, self.settings.cluster, task_arns)
 
     def running(self) -> list[TaskState]:
         return self._listed("RUNNING")
@@ -132,24 +125,44 @@ class EcsTaskLauncher:
             }
             if token:
                 kwargs["nextToken"] = token
-            response = self._call("ListTasks", self._ecs.list_tasks, **kwargs)
+            response = call("ListTasks", self._ecs.list_tasks, **kwargs)
             arns.extend(response.get("taskArns") or [])
             token = response.get("nextToken")
             if not token:
                 break
         return list(self.describe(arns).values()) if arns else []
 
-    def _call(self, operation: str, method: Callable[..., Any], **kwargs: Any) -> Any:
-        try:
-            return method(**kwargs)
-        except aws.ClientError as exc:
-            message = exc.response.get("Error", {}).get("Message") or aws.error_code(exc)
-            raise TaskControlError(
-                operation, f"{aws.error_code(exc)}: {message}",
-                retryable=aws.is_transient(exc), ambiguous=aws.http_status(exc) >= 500,
-            ) from exc
-        except aws.TRANSPORT_ERRORS as exc:
-            raise TaskControlError(operation, str(exc), retryable=True, ambiguous=True) from exc
+
+def describe_tasks(ecs: Any, cluster: str, task_arns: Sequence[str]) -> dict[str, TaskState]:
+    """ECS's view of each task it still knows, by ARN; unknown ones are left out.
+
+    ``ecs`` is a boto3 ECS client. ``TaskControlError`` when ECS cannot answer, or answers
+    with something that is not a task.
+    """
+    found: dict[str, TaskState] = {}
+    arns = list(dict.fromkeys(task_arns))
+    for start in range(0, len(arns), _DESCRIBE_BATCH):
+        response = call(
+            "DescribeTasks", ecs.describe_tasks,
+            cluster=cluster, tasks=arns[start:start + _DESCRIBE_BATCH],
+        )
+        for raw in response.get("tasks") or []:
+            task = _parse(raw)
+            found[task.task_arn] = task
+    return found
+
+
+def call(operation: str, method: Callable[..., Any], **kwargs: Any) -> Any:
+    """One ECS call; its failure as a ``TaskControlError`` that says whether to retry and
+    whether the request may have taken effect all the same."""
+    try:
+        return method(**kwargs)
+    except aws.CALL_ERRORS as exc:
+        failure = aws.translate(exc)
+        raise TaskControlError(
+            operation, str(failure) if failure.status else failure.message or failure.code,
+            retryable=failure.transient, ambiguous=failure.ambiguous,
+        ) from exc
 
 
 def _parse(raw: Any) -> TaskState:
@@ -159,26 +172,14 @@ def _parse(raw: Any) -> TaskState:
         raise TaskControlError("DescribeTasks", f"unexpected task shape: {exc}") from exc
 
 
-LauncherFactory = Callable[[ControlPlaneSettings], TaskLauncher]
+def launcher_for(settings: ControlPlaneSettings, ecs: Any | None = None) -> TaskLauncher:
+    """The launcher ``settings.launcher`` names; ``ecs`` is the ECS client to share, if any.
 
-LAUNCHERS: dict[str, LauncherFactory] = {"ecs": EcsTaskLauncher}
-
-
-def register_launcher(name: str, factory: LauncherFactory) -> None:
-    """Make ``WAKEFUL_TASK_LAUNCHER=name`` build tasks with ``factory``."""
-    LAUNCHERS[name] = factory
-
-
-def launcher_for(settings: ControlPlaneSettings) -> TaskLauncher:
-    if settings.launcher == "local" and "local" not in LAUNCHERS:
-        # The local stack's stand-in for Fargate registers itself on import; it is never
-        # packaged into the Lambda, so only a local run can ask for it.
-        import wakeful_local.launcher  # noqa: F401
-    factory = LAUNCHERS.get(settings.launcher)
-    if factory is None:
-        raise ConfigError(
-            "WAKEFUL_TASK_LAUNCHER",
-            f"no launcher named {settings.launcher!r} is installed "
-            f"(available: {', '.join(sorted(LAUNCHERS))})",
-        )
-    return factory(settings)
+    ``ConfigError`` (naming ``WAKEFUL_TASK_LAUNCHER``) when no launcher has that name here, or
+    its package cannot be loaded: the Lambda zip carries none but ECS's.
+    """
+    if settings.launcher == launchers.BUILT_IN:
+        return EcsTaskLauncher(settings, client=ecs)
+    factory = launchers.load(settings.launcher)
+    launcher: TaskLauncher = factory(settings)
+    return launcher

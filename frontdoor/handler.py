@@ -49,8 +49,8 @@ def build(logger: Any, env: Any = None, wake: Any = None) -> FrontDoor:
     ``wake`` replaces the in-process wake (the local stack wakes through its control plane).
     """
     from chalicelib.control import ControlPlane
-    from chalicelib.lease import LeaseTable
     from chalicelib.settings import ControlPlaneSettings, DatabaseLocation
+    from chalicelib.wiring import Edges
     from frontdoor.metrics import LockedMetrics
     from frontdoor.settings import FrontDoorSettings
     from frontdoor.upstream import HttpTransport
@@ -61,8 +61,7 @@ def build(logger: Any, env: Any = None, wake: Any = None) -> FrontDoor:
         plane = ControlPlane.from_settings(ControlPlaneSettings.from_env(env), logger, metrics)
         lease, wake = plane.lease, plane.wake
     else:
-        location = DatabaseLocation.from_env(env)
-        lease = LeaseTable(location.lease_table, location.lease_name, region=location.region)
+        lease = Edges(DatabaseLocation.from_env(env)).table
     return FrontDoor(
         settings=settings,
         lease=lease,

@@ -7,10 +7,10 @@ from typing import Any
 
 
 class LockedMetrics:
-    """The control plane's Powertools sink, one emit at a time (its buffer is shared)."""
+    """The Lambdas' Powertools sink, one emit at a time (its buffer is shared)."""
 
     def __init__(self, service: str = "front-door") -> None:
-        from chalicelib.control import PowertoolsMetrics
+        from chalicelib.observability import PowertoolsMetrics
 
         self._sink = PowertoolsMetrics(service)
         self._lock = threading.Lock()

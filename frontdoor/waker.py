@@ -11,17 +11,12 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-RETRY_UNAVAILABLE = 30
+from chalicelib.plane.reply import RETRY_UNAVAILABLE, Reply, retry_after
 
-
-@dataclass(frozen=True)
-class ApiReply:
-    status: int
-    body: Mapping[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
+# What the API answered, in the shape the in-process wake answers.
+ApiReply = Reply
 
 
 class ApiWaker:
@@ -44,7 +39,7 @@ class ApiWaker:
             return ApiReply(error.code, _json(error.read()), dict(error.headers))
         except (OSError, ValueError) as exc:
             return ApiReply(503, {"error": "control plane unreachable", "reason": str(exc)},
-                            {"Retry-After": str(RETRY_UNAVAILABLE)})
+                            retry_after(RETRY_UNAVAILABLE))
 
 
 def _json(raw: bytes) -> Mapping[str, Any]:

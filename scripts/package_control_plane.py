@@ -20,6 +20,11 @@ output to what infra/ needs:
   instead of the deprecated ``stage_name``.
 * The front door's own zip (scripts/package_front_door.py: only what frontdoor/handler.py
   imports) is written into the same folder, as ``front_door.zip``, for infra/front_door.tf.
+* The Lambda zip carries only what app.py imports: Chalice packages a staged copy of the
+  project holding app.py and the modules of chalicelib/ that app.py reaches, import by import
+  (in functions too, not in ``if TYPE_CHECKING:``). The agent's and the CLI's modules of the
+  kernel (restore, hold, snapshot, store, ...) stay out; a module of another deployable, or
+  SQLite, among them stops the build.
 
 Usage: python scripts/package_control_plane.py [--stage dev] [--out infra/control_plane]
 """
@@ -27,6 +32,7 @@ Usage: python scripts/package_control_plane.py [--stage dev] [--out infra/contro
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import json
 import os
@@ -138,6 +144,116 @@ REST_API_SKIPS = [
 
 class PackagingError(RuntimeError):
     """Chalice's output is not what this adapter knows how to adapt."""
+
+
+# -- what the Lambda zip carries -------------------------------------------------------------
+
+LAMBDA_ENTRY = "app"
+# The repository's only package the Lambda may import beside app.py: any other (the agent,
+# the CLI, the local stack, replication, the front door) is a deployable of its own.
+LAMBDA_PACKAGES = ("chalicelib",)
+SQLITE_MODULES = ("sqlite3", "_sqlite3", "apsw", "pysqlite3")
+# Beside the code: what `chalice package` reads from the project.
+PROJECT_FILES = ("requirements.txt", ".chalice/config.json")
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module name ``path`` imports, wherever (functions too), except for type checking.
+
+    ``from a.b import c`` gives ``a.b`` and ``a.b.c`` (``c`` may be a module or a name).
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in _outside_type_checking(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                raise PackagingError(f"{path}: a relative import ({base!r}) is not followed")
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _outside_type_checking(node: ast.AST) -> list[ast.AST]:
+    found: list[ast.AST] = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            for other in child.orelse:
+                found.append(other)
+                found.extend(_outside_type_checking(other))
+            continue
+        found.append(child)
+        found.extend(_outside_type_checking(child))
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def module_file(root: Path, name: str) -> Path | None:
+    """The file of first-party module ``name`` under ``root``, ``None`` if it is not one."""
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def import_graph(root: Path, entry: str) -> dict[str, set[str]]:
+    """{module: the first-party modules it imports}, for everything ``entry`` reaches."""
+    graph: dict[str, set[str]] = {}
+    pending = [entry]
+    while pending:
+        name = pending.pop()
+        if name in graph:
+            continue
+        path = module_file(root, name)
+        if path is None:
+            raise PackagingError(f"no module {name!r} under {root}")
+        parents = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        wanted = imported_names(path) | parents
+        graph[name] = {n for n in wanted if n != name and module_file(root, n) is not None}
+        pending.extend(sorted(graph[name]))
+    return graph
+
+
+def lambda_files(root: Path = REPO_ROOT) -> list[str]:
+    """The repository's files the Lambda zip carries (relative, sorted): app.py and the
+    modules it reaches. ``PackagingError`` when it reaches what the Lambda must not load."""
+    graph = import_graph(root, LAMBDA_ENTRY)
+    files = set()
+    for name in graph:
+        top = name.split(".", 1)[0]
+        if name != LAMBDA_ENTRY and top not in LAMBDA_PACKAGES:
+            importer = next(n for n, found in graph.items() if name in found)
+            raise PackagingError(f"{importer} imports {name}: the Lambda must not carry it")
+        path = module_file(root, name)
+        assert path is not None
+        sqlite = sorted(n for n in imported_names(path) if n.split(".", 1)[0] in SQLITE_MODULES)
+        if sqlite:
+            raise PackagingError(f"{name} imports {sqlite[0]}: the Lambda must not load SQLite")
+        files.add(path.relative_to(root).as_posix())
+    return sorted(files)
+
+
+def stage_project(root: Path, staging: Path) -> list[str]:
+    """Copy into ``staging`` what ``chalice package`` needs: the project's configuration,
+    policies and requirements, app.py and the modules it imports. Returns the code files."""
+    code = lambda_files(root)
+    policies = [p.relative_to(root).as_posix() for p in (root / ".chalice").glob("policy-*.json")]
+    for name in [*PROJECT_FILES, *policies, *code]:
+        source = root / name
+        if not source.is_file():
+            raise PackagingError(f"{source} is missing")
+        target = staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    return code
 
 
 def run_chalice(project_dir: Path, stage: str, out_dir: Path) -> None:
@@ -401,7 +517,9 @@ def package(project_dir: Path, stage: str, out_dir: Path) -> str:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chalice-package.") as tmp:
         raw = Path(tmp) / "out"
-        run_chalice(project_dir, stage, raw)
+        staged = Path(tmp) / "project"
+        stage_project(project_dir, staged)
+        run_chalice(staged, stage, raw)
         chalice = json.loads((raw / "chalice.tf.json").read_text())
         files, app = adapt(chalice, stage)
         write_module(out_dir, files, raw / PACKAGE_FILE)

@@ -7,7 +7,9 @@ local process with the environment of the registered task definition, ``StopTask
 SIGTERM (SIGKILL after the stop timeout), and each start and exit becomes an "ECS Task State
 Change" event, shaped as ECS sends it, delivered to the very handler the Lambda runs.
 
-Selected with ``WAKEFUL_TASK_LAUNCHER=local``; nothing in the production path imports it.
+Selected with ``WAKEFUL_TASK_LAUNCHER=local``: pyproject.toml registers ``LocalTaskLauncher`` as the
+``local`` entry point of ``wakeful.task_launchers``, which ``chalicelib.launchers`` loads when
+asked for it. Nothing in the production path imports it, and the Lambda zip does not carry it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 from chalicelib.events import TaskState
 from chalicelib.settings import ControlPlaneSettings
-from chalicelib.tasks import RESERVATION_ENV, EcsTaskLauncher, register_launcher
+from chalicelib.tasks import RESERVATION_ENV, EcsTaskLauncher
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_APP = f"{shlex.quote(sys.executable)} examples/notes/app.py"
@@ -304,5 +306,3 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     return value
 
-
-register_launcher("local", LocalTaskLauncher)

@@ -295,3 +295,39 @@ def test_a_reserve_whose_answer_was_lost_still_starts_the_task(control_env, sett
     [task] = ecs_tasks()
     assert task["startedBy"] == body["reservation_id"] == lease_table(settings).read().holder
     assert body["task_arn"] == task["taskArn"]
+
+
+def test_a_dependency_that_refuses_the_call_is_a_500_not_a_retry(control_env, settings, tmp_path):
+    """AccessDenied (the role lacks a permission) cannot mend itself: telling the client to
+    come back in 30 seconds would only bring it back to the same refusal."""
+    from tests.fault_proxy import fault_proxy, service
+
+    with fault_proxy(control_env["AWS_ENDPOINT_URL"]) as proxy:
+        proxy.fail(400, service("dynamodb"), code="AccessDeniedException")
+        env = {**control_env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.url}
+        with chalice_client_for(env, tmp_path) as client:
+            wake = post(client, "/wake")
+            sleep = post(client, "/sleep")
+        proxy.heal()
+        proxy.fail(403, service("s3"))  # the bucket refuses HeadObject
+        env = {**control_env, "AWS_ENDPOINT_URL_S3": proxy.url}
+        with chalice_client_for(env, tmp_path) as client:
+            status = client.http.get("/status", headers=KEY)
+    for name, response in (("wake", wake), ("sleep", sleep), ("status", status)):
+        assert response.status_code == 500, (name, response.body)
+        assert "Retry-After" not in response.headers, name
+        body = json.loads(response.body)
+        assert body["error"] == "a dependency refused the call", name
+    assert "AccessDeniedException" in json.loads(wake.body)["reason"]
+    assert "403" in json.loads(status.body)["reason"]
+    assert ecs_tasks() == []
+    assert lease_table(settings).read().state == FREE
+
+
+def test_a_dependency_that_cannot_be_reached_is_a_503_to_retry(control_env, tmp_path):
+    env = {**control_env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}"}
+    with chalice_client_for(env, tmp_path) as client:
+        status = client.http.get("/status", headers=KEY)
+    assert status.status_code == 503, status.body
+    assert status.headers["Retry-After"] == "30"
+    assert json.loads(status.body)["error"] == "a dependency is unavailable"

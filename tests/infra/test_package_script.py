@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import zipfile
 from types import ModuleType
 from typing import Any
 
@@ -85,3 +86,75 @@ def test_will_not_delete_a_folder_it_did_not_generate(tmp_path: Any) -> None:
     with pytest.raises(script.PackagingError, match="not generated"):
         script.write_module(out, {"main.tf.json": "{}"}, package)
     assert (out / "precious.tf").exists()
+
+
+# -- the Lambda zip carries what app.py imports, and nothing else ----------------------------
+
+ROOT = PACKAGE_SCRIPT.parent.parent
+# What the agent and the operator CLI run, and never the Lambda: restore and integrity load
+# SQLite; the others are their operations.
+AGENT_AND_CLI_ONLY = ("chalicelib/restore.py", "chalicelib/integrity.py", "chalicelib/download.py",
+                      "chalicelib/hold.py", "chalicelib/keeper.py", "chalicelib/sources.py",
+                      "chalicelib/listing.py", "chalicelib/text.py")
+
+
+def test_the_lambda_carries_app_py_and_the_kernel_modules_it_reaches() -> None:
+    files = script.lambda_files(ROOT)
+    assert {name.split("/", 1)[0] for name in files} == {"app.py", "chalicelib"}
+    for present in ("app.py", "chalicelib/control.py", "chalicelib/plane/wake.py",
+                    "chalicelib/plane/reconciler.py", "chalicelib/decisions.py",
+                    "chalicelib/model.py", "chalicelib/store.py", "chalicelib/report.py"):
+        assert present in files, present
+    for absent in AGENT_AND_CLI_ONLY:
+        assert absent not in files, absent
+    for name in files:
+        tops = {n.split(".", 1)[0] for n in script.imported_names(ROOT / name)}
+        assert not tops & set(script.SQLITE_MODULES), name
+
+
+def test_the_zip_chalice_builds_holds_exactly_those_files(tmp_path: Any) -> None:
+    staged = tmp_path / "project"
+    code = script.stage_project(ROOT, staged)
+    # Dependencies do not change which of our files go in; without them pip stays out.
+    (staged / "requirements.txt").write_text("")
+    script.run_chalice(staged, "dev", tmp_path / "out")
+    names = zipfile.ZipFile(tmp_path / "out" / "deployment.zip").namelist()
+    ours = sorted(n for n in names if n == "app.py" or n.startswith("chalicelib/"))
+    assert ours == code
+    assert not any(name in names for name in AGENT_AND_CLI_ONLY)
+
+
+def write_project(root: Any, modules: dict[str, str]) -> None:
+    for name, text in modules.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("modules", "problem"),
+    [
+        ({"chalicelib/__init__.py": "", "chalicelib/edge.py": "import sqlite3\n",
+          "app.py": "def handler():\n    from chalicelib import edge\n"},
+         "chalicelib.edge imports sqlite3"),
+        ({"chalicelib/__init__.py": "", "container/__init__.py": "",
+          "container/agent.py": "", "app.py": "import container.agent\n"},
+         "app imports container"),
+    ],
+    ids=["sqlite, imported lazily", "the agent"],
+)
+def test_a_lambda_that_would_load_sqlite_or_another_part_is_not_built(
+    tmp_path: Any, modules: dict[str, str], problem: str
+) -> None:
+    write_project(tmp_path, modules)
+    with pytest.raises(script.PackagingError, match=problem):
+        script.lambda_files(tmp_path)
+
+
+def test_an_import_for_type_checking_only_is_not_carried(tmp_path: Any) -> None:
+    write_project(tmp_path, {
+        "chalicelib/__init__.py": "", "chalicelib/heavy.py": "import sqlite3\n",
+        "app.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                  "    from chalicelib import heavy\n",
+    })
+    assert script.lambda_files(tmp_path) == ["app.py"]
