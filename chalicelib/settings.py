@@ -154,6 +154,9 @@ class AgentSettings:
     # connect), on this host (the app's own loopback in its container).
     ready_path: str | None = None
     ready_host: str = "127.0.0.1"
+    # How the agent replicates (WAKEFUL_REPLICATION): ``snapshot`` uploads the whole file by
+    # compare-and-swap; ``chain`` ships changed pages as fenced segments (docs/replication.md).
+    replication: str = "snapshot"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -182,7 +185,16 @@ class AgentSettings:
             ),
             ready_path=_ready_path(env),
             ready_host=_get(env, "WAKEFUL_READY_HOST", "127.0.0.1") or "127.0.0.1",
+            replication=_choice(env, "WAKEFUL_REPLICATION", ("snapshot", "chain")),
         )
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default)."""
+    value = (_get(env, name, choices[0]) or choices[0]).lower()
+    if value not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _ready_path(env: Mapping[str, str]) -> str | None:

@@ -23,7 +23,9 @@ from chalicelib.errors import (
     NoGoodVersion,
     StoreError,
     StoreUnavailable,
+    WakefulError,
 )
+from chalicelib.exits import EXIT_USAGE
 from chalicelib.keeper import LeaseKeeper
 from chalicelib.lease import Lease
 from chalicelib.observability import MetricUnit, emit
@@ -36,10 +38,13 @@ from container.inbox import Inbox
 from container.placement import move_aside, move_into_place, sidecars
 from container.process import AppProcess, ProcessGroup, open_elsewhere
 from container.readiness import Probe, wait_until_ready
+from container.replication import CHAIN, CHAIN_FENCING, ChainBroken, ChainSync
 from container.snapshot import take
 from container.sync import Syncer, SyncResult
 from container.watchdog import Watchdog
 from container.wiring import Wiring
+from wakeful_replica import sqlite
+from wakeful_replica.errors import SqliteTooOld
 
 EXIT_LEASE_HELD = 3
 EXIT_DOWNLOAD_FAILED = 4
@@ -79,6 +84,7 @@ class Agent:
         self.inbox = Inbox()
         self.keeper: LeaseKeeper | None = None
         self.syncer: Syncer | None = None
+        self.chain: ChainSync | None = None  # WAKEFUL_REPLICATION=chain, instead of ``syncer``
         self.app: AppProcess | None = None
         self.writer_group = writer_group
         self.heartbeat: Heartbeat | None = None
@@ -100,7 +106,7 @@ class Agent:
         self._publish("starting")
         self._install_signal_handlers()
         try:
-            code = self._boot()
+            code = self._refuse_an_unfixed_sqlite() or self._boot()
             if code is not None:
                 return code
             return self._supervise(argv)
@@ -108,6 +114,24 @@ class Agent:
             self.inbox.close()
 
     # -- boot ------------------------------------------------------------------------------
+
+    @property
+    def _chained(self) -> bool:
+        return self.settings.replication == CHAIN
+
+    def _refuse_an_unfixed_sqlite(self) -> int | None:
+        """In ``chain`` mode the agent opens the app's file: never with the WAL-reset bug."""
+        if not self._chained:
+            return None
+        found = self.deps.sqlite_versions()
+        self.log.info("SQLite versions", extra=found.describe())
+        try:
+            sqlite.require_fixed(found.agent)
+        except SqliteTooOld as exc:
+            self.log.error(f"WAKEFUL_REPLICATION=chain refused: {exc}")
+            self._publish("exited", exit_code=EXIT_USAGE)
+            return EXIT_USAGE
+        return None
 
     def _boot(self) -> int | None:
         self.keeper = self._acquire()
@@ -120,6 +144,8 @@ class Agent:
         # task held nor a large download may outlive the lease.
         self._start_guards()
         self._mark_held(lease)
+        if self._chained:
+            return self._boot_chain()
         try:
             base_etag = self._download()
         except LeaseLost as exc:
@@ -150,6 +176,37 @@ class Agent:
         # first sync even if the app writes nothing.
         self.syncer.start_watching(dirty=self._fell_back)
         return None
+
+    def _boot_chain(self) -> int | None:
+        """Restore the chain's end and claim its next position, before the app starts."""
+        assert self.keeper is not None and self.deps.chain is not None
+        self.chain = ChainSync(
+            self.settings.local_path, self.deps.chain, self.keeper, self.log,
+            self.deps.metrics, call=self._call, clock=self.deps.clocks.monotonic,
+        )
+        try:
+            self.chain.boot()
+        except (LeaseLost, *CHAIN_FENCING) as exc:
+            # A newer holder claimed the chain: this one must not start the app.
+            self._stop_reason = str(exc)
+            return self._abandon(app_running=False)
+        except ChainBroken as exc:
+            self.log.error(
+                f"The chain in S3 cannot be restored to its end: {exc}. The app was not "
+                "started on an older state; run `wakeful verify` and restore a good point"
+            )
+            return self._boot_failed("ChainBroken")
+        except (StoreError, WakefulError, OSError) as exc:
+            self.log.error(f"Failed to restore the database from the chain: {exc}")
+            return self._boot_failed("DownloadFailed")
+        return None
+
+    def _boot_failed(self, metric: str) -> int:
+        emit(self.deps.metrics, metric)
+        self._stop_guards()
+        self._release_quietly()
+        self._publish("exited", exit_code=EXIT_DOWNLOAD_FAILED)
+        return EXIT_DOWNLOAD_FAILED
 
     def _acquire(self) -> LeaseKeeper | None:
         """Take the lease, waiting up to the acquire timeout for a live holder to go.
@@ -306,7 +363,8 @@ class Agent:
     # -- running ---------------------------------------------------------------------------
 
     def _supervise(self, argv: Sequence[str] | None) -> int:
-        assert self.keeper is not None and self.syncer is not None and self.heartbeat
+        assert self.keeper is not None and self.heartbeat
+        assert self.syncer is not None or self.chain is not None
         if self.keeper.lost:
             return self._abandon(app_running=False)
         outcome = None
@@ -403,7 +461,7 @@ class Agent:
         The lease's expiry is not watched here: this thread may be blocked in a sync when it
         runs out, so the watchdog stops the app on its own and posts ``lost``.
         """
-        assert self.syncer is not None and self.keeper is not None
+        assert self.keeper is not None
         interval = self.settings.sync_interval
         clocks = self.deps.clocks
         next_sync = clocks.monotonic() + interval if interval > 0 else None
@@ -427,6 +485,8 @@ class Agent:
                 next_sync = clocks.monotonic() + interval
 
     def _sync(self, reason: str, force: bool = False) -> str:
+        if self.chain is not None:
+            return self._sync_chain(reason)
         assert self.syncer is not None
         request = state.sync_requested(self.settings.local_path)
         try:
@@ -442,6 +502,25 @@ class Agent:
             emit(self.deps.metrics, "SyncFailed", reason=reason)
             self._publish_sync(request, "failed", str(exc))
             return "failed"
+        self._publish_sync(request, outcome, "")
+        return outcome
+
+    def _sync_chain(self, reason: str) -> str:
+        assert self.chain is not None
+        request = state.sync_requested(self.settings.local_path)
+        try:
+            synced = self.chain.sync(reason)
+        except (FencingError, LeaseLost, *CHAIN_FENCING) as exc:
+            self._stop_reason = str(exc)
+            self._publish_sync(request, "lost", str(exc))
+            return "lost"
+        except (StoreError, LeaseUnavailable, WakefulError, OSError) as exc:
+            # What was captured stays queued on disk (bounded) and ships at the next sync.
+            self.log.warning(f"Failed to ship segments: {exc}", extra={"reason": reason})
+            emit(self.deps.metrics, "SyncFailed", reason=reason)
+            self._publish_sync(request, "failed", str(exc))
+            return "failed"
+        outcome = "uploaded" if synced.shipped else "unchanged"
         self._publish_sync(request, outcome, "")
         return outcome
 
@@ -493,6 +572,8 @@ class Agent:
         ``None`` when upload and release held. The backup is optional: bucket versioning
         already keeps what it copies, so it must never delay the release.
         """
+        if self.chain is not None:
+            return self._final_chain_and_release()
         assert self.syncer is not None and self.keeper is not None
         syncer = self.syncer
         budget_end = self._budget_end()
@@ -526,6 +607,40 @@ class Agent:
         final = results[-1].info if results else None
         if final is not None:
             self._backup_in_what_is_left(final)
+        return None
+
+    def _final_chain_and_release(self) -> int | None:
+        """Final capture, ship, snapshot ``K`` if it changed, record the stop; then release.
+
+        Shipping is retried inside the stop budget by the writer itself (its queue is on disk).
+        """
+        assert self.chain is not None and self.keeper is not None
+        budget_end = self._budget_end()
+        budget = Budget(budget_end, self.deps.clocks.monotonic)
+        self._budget = budget
+        try:
+            self.chain.stop(budget.remaining)
+        except (FencingError, LeaseLost, *CHAIN_FENCING) as exc:
+            self._stop_reason = str(exc)
+            return self._abandon(app_running=False)
+        except (StoreError, LeaseUnavailable, WakefulError, OSError) as exc:
+            self.log.error(
+                f"Failed to ship the final segments: {exc}. The local file is kept at "
+                f"{self.settings.local_path} (unshipped segments in "
+                f"{self.chain.work_dir}) and the lease is not released",
+            )
+            emit(self.deps.metrics, "FinalUploadFailed")
+            return EXIT_UPLOAD_FAILED
+        self._stop_guards()
+        keeper = self.keeper
+        released = self._retry(
+            lambda: call_within(keeper.release, budget, "release"), budget_end, "release"
+        )
+        self.chain.close()
+        if released != "ok":
+            self.log.error("Failed to release the lease; it will expire on its own")
+            return EXIT_RELEASE_FAILED
+        self.log.info("Lease released", extra={"lease": self.keeper.table.name})
         return None
 
     def _backup_in_what_is_left(self, info: ObjectInfo) -> None:
@@ -577,6 +692,8 @@ class Agent:
         writer_gone = self._halt(str(reason), 0.0) if app_running else True
         if self.syncer is not None:
             self.syncer.close()
+        if self.chain is not None:
+            self.chain.close()
         kept = self._set_aside(writer_gone)
         if kept:
             self.log.error(f"Local database kept aside at {kept}")

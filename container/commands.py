@@ -26,6 +26,8 @@ from container import live, render, spawn, state
 from container.placement import move_into_place
 from container.sync import Syncer
 from container.wiring import Wiring
+from wakeful_replica.errors import ChainBroken, NothingToRestore
+from wakeful_replica.store import ChainStore
 
 Printer = Callable[[str], None]
 
@@ -104,6 +106,8 @@ def download(ctx: Context, output: str | None = None, version_id: str | None = N
             return EXIT_REFUSED
         if _ask_agent_to_sync(ctx, pid, SYNC_ANSWER_TIMEOUT) != EXIT_OK:
             return EXIT_FAILED
+    if ctx.chain is not None and version_id is None:
+        return _download_chain(ctx, ctx.chain, target)
     ctx.out("[INFO] Checking for existing database in S3...")
     info = sources.find_version(ctx.store, version_id) if version_id else ctx.store.head()
     if info is None:
@@ -120,6 +124,34 @@ def download(ctx: Context, output: str | None = None, version_id: str | None = N
     if target == local:
         state.update(local, {"etag": info.etag, "downloaded": info.describe()})
     ctx.out(f"[INFO] Database downloaded successfully from {ctx.store.url} to {target}")
+    return EXIT_OK
+
+
+def _download_chain(ctx: Context, chain: ChainStore, target: str) -> int:
+    """WAKEFUL_REPLICATION=chain: the chain's end (the last snapshot and every segment after
+    it), never ``K`` alone, which lags it after a crash."""
+    ctx.out("[INFO] Restoring the database from the chain in S3...")
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    incoming = target + ".download"
+    try:
+        restored = chain.restore(incoming)
+    except NothingToRestore:
+        ctx.out(f"[INFO] No database found at {ctx.store.url}")
+        return EXIT_FAILED
+    except ChainBroken as exc:
+        ctx.out(f"[ERROR] The chain cannot be restored to its end: {exc}")
+        return EXIT_FAILED
+    if not os.path.exists(incoming):
+        ctx.out(f"[INFO] The chain at {ctx.store.url} holds the empty database")
+        return EXIT_FAILED
+    if os.path.exists(target):
+        shutil.copyfile(target, target + ".backup")
+        ctx.out(f"[INFO] Backup created at {target}.backup")
+    move_into_place(incoming, target)
+    ctx.out(
+        f"[INFO] Database downloaded successfully from {ctx.store.url} to {target} "
+        f"(generation {restored.generation}, position {restored.txid})"
+    )
     return EXIT_OK
 
 

@@ -21,6 +21,8 @@ from chalicelib.settings import AgentSettings
 from chalicelib.store import DatabaseStore, MiB
 from container import timeouts
 from container.identity import Identity, discover
+from wakeful_replica import sqlite
+from wakeful_replica.store import ChainStore
 
 
 @dataclass
@@ -42,6 +44,9 @@ class Wiring:
     metrics: Any
     ledger: TaskLedger | None = None
     clocks: Clocks = field(default_factory=Clocks)
+    # WAKEFUL_REPLICATION=chain: the chain in the same bucket, and the agent's SQLite.
+    chain: ChainStore | None = None
+    sqlite_versions: Callable[[], sqlite.Versions] = sqlite.versions
 
 
 W = TypeVar("W", bound=Wiring)
@@ -59,8 +64,8 @@ def wire(settings: AgentSettings, kind: type[W], supervising: bool = False) -> W
     # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_DYNAMODB.
     dynamodb = aws.client("dynamodb", location.region, timeouts=lease_timeouts)
     threshold = settings.multipart_threshold
-    store = DatabaseStore(location.bucket, location.key,
-                          client=aws.client("s3", location.region, timeouts=store_timeouts),
+    s3 = aws.client("s3", location.region, timeouts=store_timeouts)
+    store = DatabaseStore(location.bucket, location.key, client=s3,
                           backup_retention=location.backup_retention,
                           multipart_threshold=threshold, part_size=min(16 * MiB, threshold))
     return kind(
@@ -71,4 +76,6 @@ def wire(settings: AgentSettings, kind: type[W], supervising: bool = False) -> W
         log=logger("wakeful-agent"),
         metrics=metrics("wakeful-agent"),
         ledger=TaskLedger(location.lease_table, location.lease_name, client=dynamodb),
+        chain=ChainStore(location.bucket, location.key, client=s3)
+        if settings.replication == "chain" else None,
     )

@@ -1,8 +1,9 @@
 """A test app: commits one numbered row at a time and logs each id once it is committed.
 
 argv: DB_PATH LOG_PATH [INTERVAL_SECONDS] [MODE]
-MODE is ``wal`` (default), ``delete`` (rollback journal) or ``wal-hard-exit`` (on SIGTERM it
-exits without closing the database, leaving its commits in an uncheckpointed WAL).
+MODE is ``wal`` (default), ``delete`` (rollback journal), ``wal-hard-exit`` (on SIGTERM it
+exits without closing the database, leaving its commits in an uncheckpointed WAL) or
+``wal-autocheckpoint`` (SQLite's own checkpoints left on, as most apps have them).
 Otherwise SIGTERM stops it cleanly.
 The log holds only ids whose COMMIT returned, so a test knows exactly what was acknowledged,
 each with the wall-clock time its COMMIT returned (``ID TIME`` lines).
@@ -28,9 +29,10 @@ def on_term(*_):
 signal.signal(signal.SIGTERM, on_term)
 db = sqlite3.connect(db_path, isolation_level=None, timeout=30)
 hard_exit = mode == "wal-hard-exit"
-mode = "wal" if hard_exit else mode
+autocheckpoint = mode == "wal-autocheckpoint"
+mode = "wal" if hard_exit or autocheckpoint else mode
 db.execute(f"PRAGMA journal_mode={mode}")
-if mode == "wal":
+if mode == "wal" and not autocheckpoint:
     # Keep writes in the WAL: the agent's snapshot must include uncheckpointed pages.
     db.execute("PRAGMA wal_autocheckpoint=0")
 db.execute("CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, pid INTEGER, body TEXT)")

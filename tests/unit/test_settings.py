@@ -258,3 +258,11 @@ def test_control_plane_invalid_value_names_its_variable(variable, value, problem
     error = refused(ControlPlaneSettings.from_env, env)
     assert error.variable == variable
     assert problem in str(error)
+
+
+def test_replication_defaults_to_snapshot_and_chain_is_opt_in():
+    assert agent().replication == "snapshot"
+    assert agent(WAKEFUL_REPLICATION="chain").replication == "chain"
+    assert agent(WAKEFUL_REPLICATION="Chain").replication == "chain"
+    error = refused(AgentSettings.from_env, {**MINIMAL, "WAKEFUL_REPLICATION": "litestream"})
+    assert "WAKEFUL_REPLICATION" in str(error)

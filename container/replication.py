@@ -1,0 +1,271 @@
+"""The agent's ``chain`` replication (WAKEFUL_REPLICATION=chain): changed pages as fenced segments.
+
+The calls and their order are the contract of docs/replication.md §11: ``boot`` after the lease
+is acquired and before the app starts, ``sync`` each interval (capture → append → ship →
+checkpoint → snapshot when due), ``stop`` once the app has stopped. Every call that reaches
+AWS goes through the agent's ``call`` (bounded by the lease's trust, or the stop budget).
+
+Fencing: ``Fenced``/``Superseded`` mean a newer holder owns the chain; the agent stops the app
+and keeps its file aside. ``ChainBroken`` means the chain cannot be restored to its end: the
+app must not start on an older state.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.errors import LeaseLost
+from chalicelib.files import remove_file
+from chalicelib.observability import MetricUnit, emit
+from container.capture import Capture, Delta, Full
+from container.placement import move_into_place, sidecars
+from container.sync import Caller, Holding
+from wakeful_replica import boot as chain_boot
+from wakeful_replica.boot import Booted
+from wakeful_replica.chain import Writer
+from wakeful_replica.errors import ChainBroken, Fenced, OutOfBandUpload, Superseded
+from wakeful_replica.store import ChainStore
+from wakeful_replica.writer import ChainWriter, PendingSnapshot, Stopped
+
+SNAPSHOT, CHAIN = "snapshot", "chain"
+
+# What a newer holder's claim looks like from here: stop writing, keep the file aside.
+CHAIN_FENCING = (Fenced, Superseded)
+
+__all__ = ["CHAIN", "CHAIN_FENCING", "SNAPSHOT", "ChainBroken", "ChainSync", "SyncedChain"]
+
+
+@dataclass(frozen=True)
+class SyncedChain:
+    appended: int  # segments appended by this sync
+    shipped: int  # segments that landed in S3
+    queued: int  # still waiting for S3
+    snapshot: bool  # a snapshot of the whole database was named in the manifest
+
+
+def work_dir(local_path: str) -> str:
+    """Beside the database, never inside the app's schema: the queue and the shadow copy."""
+    return local_path + ".wakeful-chain"
+
+
+class ChainSync:
+    def __init__(
+        self, local_path: str, store: ChainStore, keeper: Holding, log: Any, metrics: Any,
+        call: Caller, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.local_path = local_path
+        self.store = store
+        self.keeper = keeper
+        self.log = log
+        self.metrics = metrics
+        self._call = call
+        self._clock = clock
+        self.work_dir = work_dir(local_path)
+        self.capture = Capture(local_path)
+        self.writer: ChainWriter | None = None
+        # The upload of ``K`` runs beside the syncs (segments keep shipping meanwhile); its
+        # thread and what it gave back (``value`` or ``error``).
+        self._uploading: tuple[threading.Thread, dict[str, Any]] | None = None
+        # A snapshot whose marker landed but whose ``K`` did not: the stop must write one.
+        self._snapshot_owed = False
+
+    @property
+    def identity(self) -> Writer:
+        return Writer(self.keeper.holder, self.keeper.token)
+
+    # -- boot -------------------------------------------------------------------------------
+
+    def boot(self) -> Booted:
+        """Restore the chain's end into the local path, claim the next position, and take the
+        capture's baseline from the file as restored."""
+        os.makedirs(self.work_dir, exist_ok=True)
+        incoming = os.path.join(self.work_dir, "boot.db")
+        remove_file(incoming)
+        store, identity = self.store, self.identity
+        booted = self._call(lambda: chain_boot.boot(store, identity, incoming), "restore the chain")
+        self.log.info(
+            f"Chain booted: {booted.how}",
+            extra={"how": booted.how, "generation": booted.generation,
+                   "position": booted.position, "token": identity.token},
+        )
+        for warning in booted.warnings:
+            self.log.warning(f"Replication: {warning}")
+            emit(self.metrics, "ReplicationWarning", phase="boot")
+        # The writer's shadow starts as a copy of the state restored: before it moves.
+        self.writer = ChainWriter(store, identity, booted, self.work_dir)
+        restored = os.path.exists(incoming)
+        if restored:
+            move_into_place(incoming, self.local_path)
+        elif booted.how != chain_boot.FRESH:
+            # The chain's state is the empty database: a file left here is not it.
+            for path in (self.local_path, *sidecars(self.local_path)):
+                remove_file(path)
+        elif os.path.exists(self.local_path):
+            self.log.info("No database in S3. Keeping the local database; "
+                          "the first sync ships it")
+        if restored:
+            # What was restored is in the chain already: capture only what comes after it.
+            self.capture.baseline()
+        return booted
+
+    # -- each sync --------------------------------------------------------------------------
+
+    def sync(self, reason: str) -> SyncedChain:
+        """Capture, append, ship; checkpoint what shipped; snapshot when due.
+
+        ``StoreUnavailable`` when S3 did not take the queue (it stays queued, bounded, for the
+        next sync); ``Fenced`` when a newer holder owns the chain.
+        """
+        writer = self.writer
+        assert writer is not None
+        started = self._clock()
+        appended = self._append(self.capture.read(), writer)
+        if not appended and not len(writer.queue):
+            # Idle: no request, but a snapshot upload that finished is still published.
+            return SyncedChain(0, 0, 0, self._uploading is not None and self._snapshot_step(
+                writer, 0))
+        shipped = self._call(writer.ship, "ship segments")
+        if shipped.needs_full and not shipped.queued:
+            appended += self._append(self.capture.read_full("the segment queue overflowed"),
+                                     writer)
+            shipped = self._call(writer.ship, "ship segments")
+        if shipped.error is not None:
+            raise shipped.error
+        if not shipped.queued:
+            self.capture.checkpoint()
+        snapshot = self._snapshot_step(writer, shipped.queued)
+        seconds = self._clock() - started
+        self.log.info(
+            "Segments shipped",
+            extra={"reason": reason, "appended": appended, "shipped": shipped.shipped,
+                   "position": writer.shipped_position, "snapshot": snapshot,
+                   "seconds": round(seconds, 3)},
+        )
+        emit(self.metrics, "SyncDuration", seconds, MetricUnit.Seconds, reason=reason)
+        return SyncedChain(appended, shipped.shipped, shipped.queued, snapshot)
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def _snapshot_step(self, writer: ChainWriter, queued: int) -> bool:
+        """Publish a finished upload of ``K``, or start one when due; ``True`` once published.
+
+        The marker goes first, on this thread (it is a position in the chain); only the PUT
+        of ``K`` runs in the background, so segments keep shipping while it uploads.
+        """
+        if self._uploading is not None:
+            thread, outcome = self._uploading
+            if thread.is_alive():
+                return False
+            self._uploading = None
+            return self._published(writer, outcome)
+        if queued or not writer.snapshot_due():
+            return False
+        pending = self._call(writer.begin_snapshot, "write a snapshot marker")
+        self._snapshot_owed = True
+        box: dict[str, Any] = {}
+
+        def upload() -> None:
+            try:
+                box["value"] = self._call(lambda: writer.write_current(pending),
+                                          "upload the snapshot")
+            except BaseException as exc:  # handed to the sync that publishes it
+                box["error"] = exc
+
+        uploader = threading.Thread(target=upload, name="wakeful-snapshot", daemon=True)
+        uploader.start()
+        self._uploading = (uploader, box)
+        return False
+
+    def _published(self, writer: ChainWriter, outcome: dict[str, Any]) -> bool:
+        error = outcome.get("error")
+        if isinstance(error, (*CHAIN_FENCING, LeaseLost)):
+            raise error
+        if isinstance(error, OutOfBandUpload):
+            # Never written over; the next boot starts a generation from it.
+            self.log.warning(f"Replication: {error}")
+            emit(self.metrics, "ReplicationWarning", phase="snapshot")
+            self._snapshot_owed = False
+            return False
+        if error is not None:
+            # Every segment is in the chain; only the shortcut for restores is late.
+            self.log.warning(f"Failed to write a snapshot: {error}; the stop writes one")
+            emit(self.metrics, "SnapshotFailed")
+            return False
+        pending: PendingSnapshot = outcome["value"]
+        base = self._call(lambda: writer.publish(pending), "publish the snapshot")
+        self._snapshot_owed = False
+        self.log.info(
+            f"Snapshot written to s3://{self.store.bucket}/{self.store.key}",
+            extra={"position": base.txid, "size": base.size, "sha256": base.sha256},
+        )
+        return True
+
+    def _settle_snapshot(self, writer: ChainWriter, remaining: Callable[[], float]) -> None:
+        """At stop: let an upload under way finish (inside the budget) and publish it."""
+        if self._uploading is None:
+            return
+        thread, outcome = self._uploading
+        thread.join(max(0.0, remaining()))
+        if thread.is_alive():
+            raise TimeoutError("the snapshot upload did not finish within the stop budget")
+        self._uploading = None
+        self._published(writer, outcome)
+
+    def _append(self, captured: Delta | Full | None, writer: ChainWriter) -> int:
+        if captured is None:
+            return 0
+        if isinstance(captured, Delta):
+            return int(writer.append(captured.pages, captured.commit, captured.page_size)
+                       is not None)
+        if captured.reason is not None:
+            self.log.warning(
+                f"Capture reset: {captured.reason}; shipping a full snapshot segment",
+                extra={"path": self.local_path},
+            )
+            emit(self.metrics, "CaptureReset")
+        writer.append_full(captured.page_size, captured.commit, captured.pages)
+        return 1
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stop(self, remaining: Callable[[], float]) -> Stopped:
+        """The final capture, then ship everything, snapshot ``K`` if it changed, record the
+        stop in the manifest: inside the stop budget (``remaining`` seconds)."""
+        writer = self.writer
+        assert writer is not None
+        self._append(self.capture.read(), writer)
+        # The final segment first: durable within about a second of the stop signal, however
+        # long the snapshot under way takes (``stop`` retries what this did not ship).
+        self._call(writer.ship, "ship the final segment")
+        self._settle_snapshot(writer, remaining)
+        if self._snapshot_owed and not writer.changed_since_snapshot:
+            # A periodic snapshot's marker landed but its ``K`` did not, and nothing changed
+            # since: ``stop`` alone would not write ``K``, which must hold the final state.
+            self._call(lambda: writer.snapshot(reason="shutdown", backup=True),
+                       "write the final snapshot")
+        stopped = self._call(lambda: writer.stop(max(0.0, remaining())), "ship the final segment")
+        for warning in stopped.warnings:
+            self.log.warning(f"Replication: {warning}")
+            emit(self.metrics, "ReplicationWarning", phase="stop")
+        proof = {
+            "holder": self.keeper.holder, "token": self.keeper.token, "reason": "shutdown",
+            "at": time.time(), "position": stopped.position,
+            "sha256": stopped.snapshot.sha256 if stopped.snapshot else None,
+            "size": stopped.snapshot.size if stopped.snapshot else 0,
+        }
+        # The control plane's verified stop reads this today; the manifest's ``stopped`` is
+        # the proof once it reads the chain.
+        self._call(lambda: self.keeper.record_upload(proof), "record the stop")
+        self.log.info(
+            f"Final segment shipped to s3://{self.store.bucket}/{self.store.prefix}",
+            extra={"position": stopped.position, "snapshot": proof["sha256"]},
+        )
+        return stopped
+
+    def close(self) -> None:
+        self.capture.close()
