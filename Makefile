@@ -30,6 +30,7 @@ bench: setup
 	$(PY) bench/bench_agent.py
 	$(PY) bench/bench_wake.py
 	$(PY) bench/bench_front_door.py
+	$(PY) bench/bench_replication.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench/results
