@@ -166,7 +166,12 @@ class AgentSettings:
         if local_path.endswith("/"):
             raise ConfigError("DB_LOCAL_PATH", f"must be a file path, got {local_path!r}")
         lease_ttl = _number(env, "WAKEFUL_LEASE_TTL", 30.0, minimum=1.0)
-        sync_interval = _number(env, "WAKEFUL_SYNC_INTERVAL", 60.0)
+        replication = _choice(env, "WAKEFUL_REPLICATION", ("snapshot", "chain"))
+        # A segment carries only what changed, so the chain can afford a sync every second; a
+        # whole-file snapshot every second costs the database's size each time.
+        sync_interval = _number(
+            env, "WAKEFUL_SYNC_INTERVAL", CHAIN_SYNC_INTERVAL if replication == "chain" else 60.0
+        )
         port_raw = _get(env, "WAKEFUL_APP_PORT")
         return cls(
             location=location,
@@ -185,8 +190,11 @@ class AgentSettings:
             ),
             ready_path=_ready_path(env),
             ready_host=_get(env, "WAKEFUL_READY_HOST", "127.0.0.1") or "127.0.0.1",
-            replication=_choice(env, "WAKEFUL_REPLICATION", ("snapshot", "chain")),
+            replication=replication,
         )
+
+
+CHAIN_SYNC_INTERVAL = 1.0
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -266,3 +266,9 @@ def test_replication_defaults_to_snapshot_and_chain_is_opt_in():
     assert agent(WAKEFUL_REPLICATION="Chain").replication == "chain"
     error = refused(AgentSettings.from_env, {**MINIMAL, "WAKEFUL_REPLICATION": "litestream"})
     assert "WAKEFUL_REPLICATION" in str(error)
+
+
+def test_the_chain_syncs_every_second_by_default_and_snapshots_every_minute():
+    assert agent().sync_interval == 60.0
+    assert agent(WAKEFUL_REPLICATION="chain").sync_interval == 1.0
+    assert agent(WAKEFUL_REPLICATION="chain", WAKEFUL_SYNC_INTERVAL="5").sync_interval == 5.0
