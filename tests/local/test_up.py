@@ -87,9 +87,15 @@ class Up:
         os.killpg(self.process.pid, signum)
 
     def close(self) -> None:
+        """After a failed test: ask ``up`` to stop (it stops moto and the control plane, which
+        run in sessions of their own), and kill it only if it does not."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
 
 @pytest.fixture
