@@ -46,6 +46,9 @@ from container.wiring import Wiring
 from wakeful_replica import sqlite
 from wakeful_replica.errors import SqliteTooOld
 
+# Seconds between attempts to mark the lease ready when DynamoDB does not answer.
+READY_RETRY = 1.0
+
 EXIT_LEASE_HELD = 3
 EXIT_DOWNLOAD_FAILED = 4
 EXIT_LEASE_LOST = 5
@@ -374,6 +377,8 @@ class Agent:
             outcome = "lost"  # ``startup`` returns at "running": the user's app starts then
         if outcome != "lost":
             self._publish("running")
+            if not argv:
+                self._start_readiness(None)  # the entrypoint's own app, on the same port
         try:
             return self._finish(outcome or self._guarded_loop())
         finally:
@@ -398,31 +403,47 @@ class Agent:
             self.app = app
         self.log.info("App started", extra={"pid": app.pid, "argv": list(argv)})
         threading.Thread(target=self._watch_app, name="wakeful-app", daemon=True).start()
-        threading.Thread(target=self._await_ready, name="wakeful-ready", daemon=True).start()
+        self._start_readiness(app)
         return None
 
-    def _await_ready(self) -> None:
+    def _start_readiness(self, app: AppProcess | None) -> None:
+        threading.Thread(
+            target=self._await_ready, args=(app,), name="wakeful-ready", daemon=True
+        ).start()
+
+    def _await_ready(self, app: AppProcess | None) -> None:
         """Mark the lease ready once the app answers on its port (at once without a port):
-        only then do wakes and the front door send clients to it."""
-        assert self.keeper is not None and self.app is not None
-        keeper, app, port = self.keeper, self.app, self.settings.app_port
+        only then do wakes and the front door send clients to it. ``app`` is ``None`` in
+        ``startup`` mode, where the user's entrypoint starts the app itself."""
+        assert self.keeper is not None
+        keeper, port = self.keeper, self.settings.app_port
+
+        def keep_trying() -> bool:
+            return (app is None or app.poll() is None) and not keeper.lost
+
         took = 0.0
         if port is not None:
             probe = Probe(port, self.settings.ready_path, self.settings.ready_host)
             answered = wait_until_ready(
-                probe, lambda: app.poll() is None and not keeper.lost, self._stopping,
-                self.log.warning, self.deps.clocks.monotonic,
+                probe, keep_trying, self._stopping, self.log.warning, self.deps.clocks.monotonic
             )
             if answered is None:
                 return
             took = answered
-        try:
-            self._call(lambda: keeper.table.mark_ready(keeper.holder, keeper.token), "mark ready")
-        except (LeaseLost, LeaseUnavailable, OSError) as exc:
-            # A lost lease is the watchdog's to act on; a failed write leaves clients told
-            # "starting" until the next try, which the heartbeat's renewals do not make.
-            self.log.warning(f"Could not mark the app ready on the lease: {exc}")
-            return
+        while True:
+            try:
+                self._call(
+                    lambda: keeper.table.mark_ready(keeper.holder, keeper.token), "mark ready"
+                )
+                break
+            except LeaseLost as exc:
+                self.log.warning(f"Could not mark the app ready on the lease: {exc}")
+                return  # the watchdog acts on a lost lease
+            except (LeaseUnavailable, OSError) as exc:
+                # Until the mark lands, clients are told "starting": keep trying.
+                self.log.warning(f"Could not mark the app ready on the lease, retrying: {exc}")
+                if self._stopping.wait(READY_RETRY) or not keep_trying():
+                    return
         self.log.info("App ready", extra={"seconds": round(took, 3), "port": port})
         emit(self.deps.metrics, "AppReady", took, MetricUnit.Seconds)
         if not self._stopping.is_set():

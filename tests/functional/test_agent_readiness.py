@@ -74,3 +74,24 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_the_ready_mark_is_retried_while_dynamodb_refuses_it(agent_env, tmp_path):
+    from tests.fault_proxy import fault_proxy, service
+
+    with fault_proxy(agent_env["AWS_ENDPOINT_URL"]) as proxy:
+        env = {**agent_env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.url, "WAKEFUL_LEASE_TTL": "8"}
+        port = free_port()
+        env["WAKEFUL_APP_PORT"] = str(port)
+        # The app listens after 1 s; every lease write fails from then on for 3 s.
+        agent = AgentProcess(env, [sys.executable, SLOW_APP, str(port), "1"], tmp_path)
+        try:
+            agent.wait_running()
+            proxy.fail(503, service("dynamodb", "UpdateItem"), seconds=3)
+            wait_for(lambda: _listening(port), 10, "the app to listen")
+            assert lease_item().ready_at is None
+            wait_for(lambda: lease_item().ready_at, 30, "the ready mark, once DynamoDB answers")
+            assert any("retrying" in m for m in agent.messages()), agent.output()
+        finally:
+            agent.signal(signal.SIGTERM)
+            assert agent.wait(60) == 0, agent.output()

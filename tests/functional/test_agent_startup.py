@@ -145,3 +145,12 @@ def test_the_database_is_never_moved_from_under_an_app_that_outlives_its_stop(
     copied = _rows(str(kept[0]))
     assert copied and copied == list(range(1, len(copied) + 1))
     assert set(committed_ids(entry.writes)) <= set(_rows(entry.local))
+
+
+def test_a_backend_kept_by_its_own_entrypoint_counts_as_running(agent_env, tmp_path, entrypoints):
+    """``startup`` has no app of its own to probe: without a port it is ready once running,
+    so wakes and the front door send clients to it (before, it stayed "starting")."""
+    entry = Entrypoint(agent_env, tmp_path)
+    entrypoints.append(entry)
+    entry.agent_pid()
+    wait_for(lambda: LeaseTable(TABLE, LEASE).read().ready_at, what="the ready mark")
