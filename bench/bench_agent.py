@@ -34,11 +34,12 @@ import venv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import local_aws  # noqa: E402
+from local_aws import client  # noqa: E402
 
 from tests.moto_server import MotoServer  # noqa: E402
 
@@ -97,26 +98,8 @@ def make_database(path: Path, size_mb: int) -> int:
     return path.stat().st_size
 
 
-def client(service: str, endpoint: str):
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
 def create_resources(endpoint: str) -> None:
-    s3 = client("s3", endpoint)
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    client("dynamodb", endpoint).create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    local_aws.create_resources(endpoint, BUCKET, TABLE)
 
 
 def lease_state(endpoint: str) -> str:

@@ -41,11 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import local_aws  # noqa: E402
 
 from tests.agent_harness import alive, child_pid, wait_for  # noqa: E402
 from tests.fault_proxy import FaultProxy, Request  # noqa: E402
@@ -150,21 +150,8 @@ def newest_row(path: Path) -> int:
 # -- setup --------------------------------------------------------------------------------------
 
 
-def client(service: str, endpoint: str):
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
 def create_resources(endpoint: str) -> None:
-    s3 = client("s3", endpoint)
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    client("dynamodb", endpoint).create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    local_aws.create_resources(endpoint, BUCKET, TABLE)
 
 
 def seed_database(path: Path, size_mb: int) -> int:
