@@ -154,6 +154,8 @@ resource "aws_iam_role" "front_door" {
 data "aws_iam_policy_document" "front_door" {
   count = local.front_door_count
 
+  source_policy_documents = [data.aws_iam_policy_document.start_backend_task.json]
+
   statement {
     sid       = "WriteOwnLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
@@ -169,30 +171,6 @@ data "aws_iam_policy_document" "front_door" {
   }
 
   statement {
-    sid       = "StartBackendTask"
-    actions   = ["ecs:RunTask"]
-    resources = [local.task_definition_family]
-
-    condition {
-      test     = "ArnEquals"
-      variable = "ecs:cluster"
-      values   = [aws_ecs_cluster.this.arn]
-    }
-  }
-
-  statement {
-    sid       = "TagTaskOnStart"
-    actions   = ["ecs:TagResource"]
-    resources = [local.cluster_task_arns]
-
-    condition {
-      test     = "StringEquals"
-      variable = "ecs:CreateAction"
-      values   = ["RunTask"]
-    }
-  }
-
-  statement {
     sid = "FindTaskEndpoint"
     # A wake asks ECS for the holder's address when its RUNNING event has not been seen.
     actions   = ["ecs:DescribeTasks"]
@@ -202,18 +180,6 @@ data "aws_iam_policy_document" "front_door" {
       test     = "ArnEquals"
       variable = "ecs:cluster"
       values   = [aws_ecs_cluster.this.arn]
-    }
-  }
-
-  statement {
-    sid       = "PassTaskRoles"
-    actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.task.arn, aws_iam_role.execution.arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "iam:PassedToService"
-      values   = ["ecs-tasks.amazonaws.com"]
     }
   }
 

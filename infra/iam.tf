@@ -205,13 +205,8 @@ resource "aws_iam_role" "control_plane" {
   assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
 }
 
-data "aws_iam_policy_document" "control_plane" {
-  statement {
-    sid       = "WriteOwnLogs"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = [for arn in values(module.control_plane.log_group_arns) : "${arn}:*"]
-  }
-
+# Starting a backend task, as a wake does: the control plane and the front door both wake.
+data "aws_iam_policy_document" "start_backend_task" {
   statement {
     sid       = "StartBackendTask"
     actions   = ["ecs:RunTask"]
@@ -238,6 +233,28 @@ data "aws_iam_policy_document" "control_plane" {
   }
 
   statement {
+    sid       = "PassTaskRoles"
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.task.arn, aws_iam_role.execution.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "control_plane" {
+  source_policy_documents = [data.aws_iam_policy_document.start_backend_task.json]
+
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = [for arn in values(module.control_plane.log_group_arns) : "${arn}:*"]
+  }
+
+  statement {
     sid       = "InspectAndStopTasks"
     actions   = ["ecs:DescribeTasks", "ecs:StopTask"]
     resources = [local.cluster_task_arns]
@@ -258,18 +275,6 @@ data "aws_iam_policy_document" "control_plane" {
       test     = "ArnEquals"
       variable = "ecs:cluster"
       values   = [aws_ecs_cluster.this.arn]
-    }
-  }
-
-  statement {
-    sid       = "PassTaskRoles"
-    actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.task.arn, aws_iam_role.execution.arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "iam:PassedToService"
-      values   = ["ecs-tasks.amazonaws.com"]
     }
   }
 
