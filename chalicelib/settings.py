@@ -156,7 +156,7 @@ class AgentSettings:
     ready_host: str = "127.0.0.1"
     # How the agent replicates (WAKEFUL_REPLICATION): ``snapshot`` uploads the whole file by
     # compare-and-swap; ``chain`` ships changed pages as fenced segments (docs/replication.md).
-    replication: str = "snapshot"
+    replication: str = "chain"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -166,7 +166,7 @@ class AgentSettings:
         if local_path.endswith("/"):
             raise ConfigError("DB_LOCAL_PATH", f"must be a file path, got {local_path!r}")
         lease_ttl = _number(env, "WAKEFUL_LEASE_TTL", 30.0, minimum=1.0)
-        replication = _choice(env, "WAKEFUL_REPLICATION", ("snapshot", "chain"))
+        replication = _choice(env, "WAKEFUL_REPLICATION", ("chain", "snapshot"))
         # A segment carries only what changed, so the chain can afford a sync every second; a
         # whole-file snapshot every second costs the database's size each time.
         sync_interval = _number(

@@ -32,6 +32,7 @@ from chalicelib.observability import MetricUnit, emit
 from chalicelib.stamps import stamp
 from chalicelib.store import ObjectInfo
 from container import retry, state
+from container.backups import timestamped_backup
 from container.deadline import Budget, Deadline, Earliest, call_within
 from container.heartbeat import Heartbeat, LeaseTrust
 from container.inbox import Inbox
@@ -71,6 +72,8 @@ START_MARGIN_SHARE = 0.5
 # A timestamped backup after the final upload (a LIST, a COPY, a LIST to prune) is worth
 # starting only with this much of the stop budget left.
 BACKUP_MIN_SECONDS = 2.0
+# Of the stop budget, what a chain stop keeps for the release once its final segment shipped.
+RELEASE_RESERVE_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -195,12 +198,13 @@ class Agent:
             return self._abandon(app_running=False)
         except ChainBroken as exc:
             self.log.error(
-                f"The chain in S3 cannot be restored to its end: {exc}. The app was not "
-                "started on an older state; run `wakeful verify` and restore a good point"
+                f"Failed to download database: the chain in S3 cannot be restored to its "
+                f"end: {exc}. The app was not started on an older state; run `wakeful "
+                "verify` and restore a good point"
             )
             return self._boot_failed("ChainBroken")
         except (StoreError, WakefulError, OSError) as exc:
-            self.log.error(f"Failed to restore the database from the chain: {exc}")
+            self.log.error(f"Failed to download database: {exc}")
             return self._boot_failed("DownloadFailed")
         return None
 
@@ -537,7 +541,8 @@ class Agent:
             return "lost"
         except (StoreError, LeaseUnavailable, WakefulError, OSError) as exc:
             # What was captured stays queued on disk (bounded) and ships at the next sync.
-            self.log.warning(f"Failed to ship segments: {exc}", extra={"reason": reason})
+            self.log.warning(f"Failed to upload database: segments stay queued ({exc})",
+                             extra={"reason": reason})
             emit(self.deps.metrics, "SyncFailed", reason=reason)
             self._publish_sync(request, "failed", str(exc))
             return "failed"
@@ -639,15 +644,24 @@ class Agent:
         budget_end = self._budget_end()
         budget = Budget(budget_end, self.deps.clocks.monotonic)
         self._budget = budget
+        def keep_trying() -> bool:
+            if self._signals >= 2:
+                self.log.error("Second signal: not retrying the upload")
+                return False
+            return True
+
         try:
-            self.chain.stop(budget.remaining)
+            # Kept for the release (and the stop's record on the lease): a snapshot that
+            # does not fit is skipped, never the release.
+            reserve = min(RELEASE_RESERVE_SECONDS, self.settings.stop_budget / 4)
+            stopped = self.chain.stop(budget.remaining, keep_trying, reserve)
         except (FencingError, LeaseLost, *CHAIN_FENCING) as exc:
             self._stop_reason = str(exc)
             return self._abandon(app_running=False)
         except (StoreError, LeaseUnavailable, WakefulError, OSError) as exc:
             self.log.error(
-                f"Failed to ship the final segments: {exc}. The local file is kept at "
-                f"{self.settings.local_path} (unshipped segments in "
+                f"Failed to upload database: the final segments did not ship ({exc}). The "
+                f"local file is kept at {self.settings.local_path} (unshipped segments in "
                 f"{self.chain.work_dir}) and the lease is not released",
             )
             emit(self.deps.metrics, "FinalUploadFailed")
@@ -662,17 +676,44 @@ class Agent:
             self.log.error("Failed to release the lease; it will expire on its own")
             return EXIT_RELEASE_FAILED
         self.log.info("Lease released", extra={"lease": self.keeper.table.name})
+        if stopped.wrote_current and stopped.snapshot is not None:
+            self._chain_backup(stopped.snapshot.version_id)
+        elif stopped.skipped is not None:
+            self.log.warning("Backup skipped: the snapshot did not fit in the stop budget")
+        else:
+            self.log.info("Backup skipped: unchanged since the last snapshot")
         return None
 
-    def _backup_in_what_is_left(self, info: ObjectInfo) -> None:
-        assert self.syncer is not None and self._budget is not None
+    def _chain_backup(self, version_id: str | None) -> None:
+        """The seed's timestamped backup of the ``K`` this stop wrote, in what is left."""
         budget = self._budget
+        assert budget is not None
+        store = self.deps.store
+        if not self._backup_time_left(budget):
+            return
+        try:
+            info = call_within(lambda: store.head(version_id=version_id), budget, "head")
+        except (StoreError, OSError) as exc:
+            self.log.warning(f"Failed to create timestamped backup: {exc}")
+            return
+        if info is not None:
+            timestamped_backup(store, info, self.log,
+                               lambda fn, what: call_within(fn, budget, what))
+
+    def _backup_time_left(self, budget: Budget) -> bool:
         left = budget.remaining()
         if left < BACKUP_MIN_SECONDS:
             self.log.warning(
                 f"Backup skipped: only {max(0.0, left):.1f} s of the stop budget left "
                 "(bucket versioning keeps the uploaded version)"
             )
+            return False
+        return True
+
+    def _backup_in_what_is_left(self, info: ObjectInfo) -> None:
+        assert self.syncer is not None and self._budget is not None
+        budget = self._budget
+        if not self._backup_time_left(budget):
             return
         # The lease is released: the backup copies one version and needs no lease.
         self.syncer.backup(info, call=lambda fn, what: call_within(fn, budget, what))

@@ -12,23 +12,28 @@ app must not start on an older state.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import LeaseLost
+from chalicelib.errors import LeaseLost, StoreError, WakefulError
 from chalicelib.files import remove_file
 from chalicelib.observability import MetricUnit, emit
 from container.capture import Capture, Delta, Full
+from container.deadline import Budget, call_within
 from container.placement import move_into_place, sidecars
 from container.sync import Caller, Holding
 from wakeful_replica import boot as chain_boot
 from wakeful_replica.boot import Booted
 from wakeful_replica.chain import Writer
 from wakeful_replica.errors import ChainBroken, Fenced, OutOfBandUpload, Superseded
+from wakeful_replica.manifest import OBJECT
 from wakeful_replica.store import ChainStore
 from wakeful_replica.writer import ChainWriter, PendingSnapshot, Stopped
 
@@ -73,6 +78,8 @@ class ChainSync:
         self._uploading: tuple[threading.Thread, dict[str, Any]] | None = None
         # A snapshot whose marker landed but whose ``K`` did not: the stop must write one.
         self._snapshot_owed = False
+        # ``K`` failed its check at boot: snapshot at the first sync, even with no writes.
+        self._repair_current = False
 
     @property
     def identity(self) -> Writer:
@@ -87,27 +94,42 @@ class ChainSync:
         incoming = os.path.join(self.work_dir, "boot.db")
         remove_file(incoming)
         store, identity = self.store, self.identity
+        self.log.info("Checking for existing database in S3...")
         booted = self._call(lambda: chain_boot.boot(store, identity, incoming), "restore the chain")
         self.log.info(
             f"Chain booted: {booted.how}",
             extra={"how": booted.how, "generation": booted.generation,
                    "position": booted.position, "token": identity.token},
         )
+        for failure in booted.failures:
+            self.log.error(failure)
+            emit(self.metrics, "DownloadFallback")
+            self._repair_current = True
         for warning in booted.warnings:
             self.log.warning(f"Replication: {warning}")
             emit(self.metrics, "ReplicationWarning", phase="boot")
         # The writer's shadow starts as a copy of the state restored: before it moves.
         self.writer = ChainWriter(store, identity, booted, self.work_dir)
         restored = os.path.exists(incoming)
+        url = f"s3://{store.bucket}/{store.key}"
         if restored:
+            self.log.info("Database found in S3. Downloading...")
             move_into_place(incoming, self.local_path)
+            # The seed's lines, which operators' log filters look for.
+            self.log.info(f"Database downloaded successfully from {url}",
+                          extra={"generation": booted.generation, "position": booted.position})
+            shutil.copyfile(self.local_path, self.local_path + ".backup")
+            self.log.info(f"Backup created at {self.local_path}.backup")
         elif booted.how != chain_boot.FRESH:
             # The chain's state is the empty database: a file left here is not it.
             for path in (self.local_path, *sidecars(self.local_path)):
                 remove_file(path)
+            self.log.info(f"The database in {url} is empty. Starting with a fresh database")
         elif os.path.exists(self.local_path):
-            self.log.info("No database in S3. Keeping the local database; "
-                          "the first sync ships it")
+            self.log.info("No database found in S3. Keeping the local database; "
+                          "the first sync will upload it")
+        else:
+            self.log.info("No database found in S3. Starting with a fresh database")
         if restored:
             # What was restored is in the chain already: capture only what comes after it.
             self.capture.baseline()
@@ -126,9 +148,10 @@ class ChainSync:
         started = self._clock()
         appended = self._append(self.capture.read(), writer)
         if not appended and not len(writer.queue):
-            # Idle: no request, but a snapshot upload that finished is still published.
-            return SyncedChain(0, 0, 0, self._uploading is not None and self._snapshot_step(
-                writer, 0))
+            # Idle: no request, but a snapshot upload that finished is still published (and
+            # a corrupt ``K`` found at boot is replaced).
+            busy = self._uploading is not None or self._repair_current
+            return SyncedChain(0, 0, 0, busy and self._snapshot_step(writer, 0))
         shipped = self._call(writer.ship, "ship segments")
         if shipped.needs_full and not shipped.queued:
             appended += self._append(self.capture.read_full("the segment queue overflowed"),
@@ -163,9 +186,10 @@ class ChainSync:
                 return False
             self._uploading = None
             return self._published(writer, outcome)
-        if queued or not writer.snapshot_due():
+        if queued or not (writer.snapshot_due() or self._repair_current):
             return False
         pending = self._call(writer.begin_snapshot, "write a snapshot marker")
+        self._repair_current = False
         self._snapshot_owed = True
         box: dict[str, Any] = {}
 
@@ -233,22 +257,54 @@ class ChainSync:
 
     # -- stop -------------------------------------------------------------------------------
 
-    def stop(self, remaining: Callable[[], float]) -> Stopped:
-        """The final capture, then ship everything, snapshot ``K`` if it changed, record the
-        stop in the manifest: inside the stop budget (``remaining`` seconds)."""
+    def stop(
+        self, remaining: Callable[[], float], keep_trying: Callable[[], bool] = lambda: True,
+        reserve: float = 0.0,
+    ) -> Stopped:
+        """The final capture and its segment (the durable point), then, in what is left of
+        the stop budget less ``reserve`` seconds (kept for the release), the snapshot of ``K``
+        if it changed and the stop recorded in the manifest.
+
+        Shipping is retried inside the budget until ``keep_trying`` says no; its failure is
+        raised (the local file holds what is not in S3). A snapshot that does not fit is
+        skipped, loudly: every row is in the chain already. The timestamped backup is the
+        caller's, after the release.
+        """
         writer = self.writer
         assert writer is not None
+        self.log.info("Uploading database to S3...")
         self._append(self.capture.read(), writer)
+
+        def retrying(exc: Exception) -> None:
+            self.log.warning(f"Failed to upload database: {exc}; retrying")
+
         # The final segment first: durable within about a second of the stop signal, however
-        # long the snapshot under way takes (``stop`` retries what this did not ship).
-        self._call(writer.ship, "ship the final segment")
-        self._settle_snapshot(writer, remaining)
-        if self._snapshot_owed and not writer.changed_since_snapshot:
-            # A periodic snapshot's marker landed but its ``K`` did not, and nothing changed
-            # since: ``stop`` alone would not write ``K``, which must hold the final state.
-            self._call(lambda: writer.snapshot(reason="shutdown", backup=True),
-                       "write the final snapshot")
-        stopped = self._call(lambda: writer.stop(max(0.0, remaining())), "ship the final segment")
+        # long the snapshot under way takes.
+        position = self._call(
+            lambda: writer.drain(max(0.0, remaining()), keep_trying=keep_trying,
+                                 on_retry=retrying),
+            "ship the final segment",
+        )
+        self.log.info(
+            f"Final segment shipped to s3://{self.store.bucket}/{self.store.prefix}",
+            extra={"position": position},
+        )
+        try:
+            optional = Budget(self._clock() + remaining() - reserve, self._clock)
+            with self._calls_within(optional):
+                stopped = self._finish(writer, optional.remaining)
+        except (*CHAIN_FENCING, LeaseLost):
+            raise
+        except (StoreError, WakefulError, OSError) as exc:
+            skipped = (
+                f"Snapshot skipped: {exc}. Every committed row is in the chain at "
+                f"s3://{self.store.bucket}/{self.store.prefix} (position {position}); "
+                f"s3://{self.store.bucket}/{self.store.key} is behind it until the next stop"
+            )
+            self.log.warning(skipped)
+            emit(self.metrics, "FinalSnapshotSkipped")
+            stopped = Stopped(position, writer.snapshot_base, writer.manifest,
+                              tuple(writer.warnings), False, skipped)
         for warning in stopped.warnings:
             self.log.warning(f"Replication: {warning}")
             emit(self.metrics, "ReplicationWarning", phase="stop")
@@ -258,14 +314,42 @@ class ChainSync:
             "sha256": stopped.snapshot.sha256 if stopped.snapshot else None,
             "size": stopped.snapshot.size if stopped.snapshot else 0,
         }
-        # The control plane's verified stop reads this today; the manifest's ``stopped`` is
-        # the proof once it reads the chain.
+        # The control plane's verified stop reads this as well as the manifest's ``stopped``
+        # (which a skipped snapshot may have left unwritten).
         self._call(lambda: self.keeper.record_upload(proof), "record the stop")
-        self.log.info(
-            f"Final segment shipped to s3://{self.store.bucket}/{self.store.prefix}",
-            extra={"position": stopped.position, "snapshot": proof["sha256"]},
-        )
+        if stopped.snapshot is not None and stopped.snapshot.source == OBJECT and (
+            not stopped.warnings and stopped.skipped is None
+        ):
+            self.log.info(f"Database uploaded successfully to s3://{self.store.bucket}/"
+                          f"{self.store.key}",
+                          extra={"position": stopped.position, "snapshot": proof["sha256"],
+                                 "written": stopped.wrote_current})
         return stopped
+
+    def _finish(self, writer: ChainWriter, remaining: Callable[[], float]) -> Stopped:
+        self._settle_snapshot(writer, remaining)
+        owed = self._snapshot_owed and not writer.changed_since_snapshot
+        if owed:
+            # A periodic snapshot's marker landed but its ``K`` did not, and nothing changed
+            # since: ``finish`` alone would not write ``K``, which must hold the final state.
+            self._call(lambda: writer.snapshot(reason="shutdown"), "write the final snapshot")
+        stopped = self._call(writer.finish, "write the final snapshot")
+        return dataclasses.replace(stopped, wrote_current=True) if owed else stopped
+
+    @contextlib.contextmanager
+    def _calls_within(self, end: Budget) -> Iterator[None]:
+        """Every call inside also gives up at ``end`` (earlier than the agent's own bound)."""
+        outer = self._call
+
+        def bounded(fn: Callable[[], Any], what: str) -> Any:
+            return outer(lambda: call_within(fn, end, what), what)
+
+        self._call = bounded
+        try:
+            yield
+        finally:
+            self._call = outer
 
     def close(self) -> None:
         self.capture.close()
+

@@ -13,6 +13,7 @@ from chalicelib.lease import Lease
 from chalicelib.observability import MetricUnit, emit
 from chalicelib.store import DatabaseStore, ObjectInfo, UploadIntent
 from container import state
+from container.backups import Caller, timestamped_backup
 from container.changes import ChangeWatcher
 from container.snapshot import take, take_quiescent
 
@@ -20,8 +21,6 @@ from container.snapshot import take, take_quiescent
 # bucket versioning and would otherwise churn the backup list.
 BACKUP_REASONS = frozenset({"shutdown", "manual", "restore"})
 
-# Runs one AWS call, named for its errors: the agent's bounds each wait by its lease's trust.
-Caller = Callable[[Callable[[], Any], str], Any]
 
 
 def direct(fn: Callable[[], Any], _what: str) -> Any:
@@ -144,26 +143,9 @@ class Syncer:
     def backup(self, info: ObjectInfo, call: Caller | None = None) -> None:
         """Timestamped backup and retention; a failure here never fails the sync.
 
-        A backup identical to the newest one is skipped: a backend woken and put back to sleep
-        without writes must not push distinct restore points out of the retention window.
         ``call`` bounds its calls differently (after the release: by the stop budget alone).
         """
-        call = call or self._call
-        try:
-            newest = call(self.store.newest_backup, "find the newest backup")
-            if newest is not None and info.sha256 and newest.sha256 == info.sha256:
-                self.log.info(f"Backup skipped: unchanged since backup {newest.key}")
-                return
-            self.log.info("Creating timestamped backup in S3...")
-            backup = call(lambda: self.store.create_backup(info), "create a backup")
-            pruned = call(self.store.prune_backups, "prune backups")
-        except Exception as exc:  # the database itself is safely uploaded
-            self.log.warning(f"Failed to create timestamped backup: {exc}")
-            return
-        self.log.info(
-            f"Backup created at s3://{self.store.bucket}/{backup.key}",
-            extra={"pruned": pruned},
-        )
+        timestamped_backup(self.store, info, self.log, call or self._call)
 
     def close(self) -> None:
         self._watcher.close()

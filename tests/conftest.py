@@ -93,8 +93,16 @@ def resources(aws: MotoServer) -> MotoServer:
 
 
 @pytest.fixture
-def agent_env(resources: MotoServer, tmp_path: Path) -> dict[str, str]:
-    """Environment for an agent process against the test resources."""
+def agent_env(
+    resources: MotoServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> dict[str, str]:
+    """Environment for an agent process against the test resources.
+
+    The default replication (chain) unless the test is marked ``snapshot_layout``: a test of
+    the whole-file layout's own mechanics (its ETag fence, its multipart upload of ``K``).
+    """
+    layout = {"WAKEFUL_REPLICATION": "snapshot"} if request.node.get_closest_marker(
+        "snapshot_layout") else {}
     return {
         **os.environ,
         "AWS_ENDPOINT_URL": resources.url,
@@ -108,6 +116,7 @@ def agent_env(resources: MotoServer, tmp_path: Path) -> dict[str, str]:
         "WAKEFUL_STOP_BUDGET": "20",
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
+        **layout,
     }
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from chalicelib.download import download_newest_good
-from chalicelib.errors import CorruptDatabase
+from chalicelib.errors import CorruptDatabase, NoGoodVersion
 from chalicelib.files import remove_file, sha256_file
 from wakeful_replica import ltx
 from wakeful_replica.chain import (
@@ -76,6 +76,7 @@ class Booted:
     timestamp_ms: int
     adopted: tuple[Found, ...] = ()
     warnings: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()  # corrupt versions skipped: an operator must look
 
 
 def boot(
@@ -120,6 +121,8 @@ class _Boot:
         self.clock = clock
         self.nonce = nonce
         self.warnings: list[str] = []
+        # What an operator must look at (ERROR): a corrupt current object was skipped.
+        self.failures: list[str] = []
 
     def once(self) -> Booted | None:
         """One attempt; ``None`` when the chain moved under it (try again from the top)."""
@@ -209,7 +212,7 @@ class _Boot:
         return Booted(
             restored.generation, epoch, claimed.position, self.destination, RESUMED, published,
             current, published.snapshot, changed, timestamp, claimed.adopted,
-            tuple(self.warnings),
+            tuple(self.warnings), tuple(self.failures),
         )
 
     # -- starting a generation --------------------------------------------------------------
@@ -219,6 +222,15 @@ class _Boot:
         store = self.store
         current = store.current.head()
         if current is None:
+            older = store.current.database.versions()
+            if older:
+                # A deleted current object is an accident far more often than a wish to
+                # start over: an empty chain started over it would hide every row.
+                raise NoGoodVersion(
+                    f"{store.current.database.url} was deleted but {len(older)} older "
+                    "version(s) exist; refusing a fresh start. Restore one with "
+                    f"`wakeful-agent restore --version {older[0].version_id}`"
+                )
             remove_file(self.destination)
             return self.start_generation(None, FRESH, None, None, None)
         incoming = self.destination + ".incoming"
@@ -227,14 +239,19 @@ class _Boot:
         if download is None:  # deleted between the head and the download
             return None
         if download.fell_back:
-            self.warnings.append(
-                f"{store.key}: the current version fails its check; adopted version "
-                f"{download.used.version_id} instead"
+            self.failures.append(
+                f"Current database in S3 failed verification; falling back to an older "
+                f"version: adopted version {download.used.version_id} of {store.key} "
+                f"({'; '.join(reason for _, reason in download.skipped)})"
             )
         try:
-            return self.start_generation(incoming, ADOPTED, None, None, current)
+            booted = self.start_generation(incoming, ADOPTED, None, None, current)
         finally:
             remove_file(incoming)
+        if booted is not None and download.fell_back:
+            # K is the corrupt version: the next snapshot must replace it, changes or not.
+            booted = dataclasses.replace(booted, changed_since_snapshot=True)
+        return booted
 
     def start_generation(
         self, source: str | None, origin: str, manifest: Manifest | None,
@@ -299,7 +316,7 @@ class _Boot:
             remove_file(self.destination)
         return Booted(
             generation, epoch, 1, self.destination, origin, published, current, base,
-            False, timestamp, (), tuple(self.warnings),
+            False, timestamp, (), tuple(self.warnings), tuple(self.failures),
         )
 
 

@@ -104,12 +104,14 @@ def classify(there: Stored | None, accounted: list[Accounted]) -> str:
 class CurrentObject:
     """``K`` in one bucket: heads, verified downloads, and snapshot writes by the rules above."""
 
-    def __init__(self, objects: Objects, key: str, client: Any) -> None:
+    def __init__(
+        self, objects: Objects, key: str, client: Any, database: DatabaseStore | None = None
+    ) -> None:
         self.objects = objects
         self.key = key
-        # Today's store does the upload itself (one PUT, multipart above 128 MiB, the
-        # conditions on both) and the timestamped backups.
-        self.database = DatabaseStore(objects.bucket, key, client=client)
+        # Today's store does the upload itself (one PUT, multipart above its threshold, the
+        # conditions on both) and the timestamped backups: the agent's, configured, if given.
+        self.database = database or DatabaseStore(objects.bucket, key, client=client)
 
     def head(self) -> Stored | None:
         return self.objects.head(self.key)

@@ -13,6 +13,7 @@ import datetime as dt
 from typing import Any
 
 from chalicelib import aws
+from chalicelib.store import DatabaseStore
 from wakeful_replica import cadence
 from wakeful_replica.chain import Claimed, Found, SegmentInfo, Segments, Writer, now_ms
 from wakeful_replica.current import CurrentObject
@@ -28,6 +29,7 @@ class ChainStore:
         self, bucket: str, key: str, client: Any | None = None, concurrency: int = 8,
         region: str | None = None, endpoint_url: str | None = None,
         retention_days: float = cadence.RETENTION_DAYS,
+        database: DatabaseStore | None = None,
     ) -> None:
         self.bucket = bucket
         self.key = key
@@ -37,7 +39,7 @@ class ChainStore:
         self.objects = Objects(bucket, self.client)
         self.segments = Segments(self.objects, self.prefix)
         self.manifests = Manifests(self.objects, self.prefix + "manifest.json")
-        self.current = CurrentObject(self.objects, key, self.client)
+        self.current = CurrentObject(self.objects, key, self.client, database)
         self.restorer = Restorer(self.objects, self.segments, self.manifests, key,
                                  concurrency=concurrency)
 

@@ -83,6 +83,8 @@ class Stopped:
     snapshot: Base | None
     manifest: Manifest
     warnings: tuple[str, ...]
+    wrote_current: bool = False  # this stop wrote ``K`` (``snapshot`` names that version)
+    skipped: str | None = None  # why the stop's snapshot was not written (the chain has it all)
 
 
 class ChainWriter:
@@ -305,33 +307,58 @@ class ChainWriter:
 
     # -- stopping ---------------------------------------------------------------------------
 
-    def stop(self, deadline_s: float = 30.0, retry_every_s: float = 0.2) -> Stopped:
-        """Ship everything, snapshot if anything changed since the last one, record the stop.
+    def stop(
+        self, deadline_s: float = 30.0, retry_every_s: float = 0.2,
+        keep_trying: Callable[[], bool] = lambda: True,
+        on_retry: Callable[[StoreUnavailable], None] = lambda _exc: None,
+    ) -> Stopped:
+        """``drain`` then ``finish``: everything shipped, ``K`` snapshotted, the stop recorded."""
+        self.drain(deadline_s, retry_every_s, keep_trying, on_retry)
+        return self.finish()
 
-        ``StoreUnavailable`` when the queue cannot be shipped before the deadline (the local
-        file holds what is not in S3: keep it aside). An operator's upload at ``K`` skips the
-        snapshot (a warning); the stop is still recorded.
+    def drain(
+        self, deadline_s: float = 30.0, retry_every_s: float = 0.2,
+        keep_trying: Callable[[], bool] = lambda: True,
+        on_retry: Callable[[StoreUnavailable], None] = lambda _exc: None,
+    ) -> int:
+        """Ship everything queued (the stop's durable point); returns the shipped position.
+
+        ``StoreUnavailable`` when the queue cannot be shipped before the deadline, or once
+        ``keep_trying`` says no (the local file holds what is not in S3: keep it aside).
         """
         ends = self._clock() + deadline_s
         while True:
             shipped = self.ship()
             if not shipped.queued:
                 break
-            if self._clock() >= ends:
-                raise shipped.error or StoreUnavailable("segments still queued at stop")
+            error = shipped.error or StoreUnavailable("segments still queued at stop")
+            on_retry(error)
+            if self._clock() >= ends or not keep_trying():
+                raise error
             self._sleep(retry_every_s)
         if self.queue.overflowed:
             raise StoreUnavailable("captures were dropped: a full snapshot segment is needed")
+        return self.shipped_position
+
+    def finish(self) -> Stopped:
+        """After ``drain``: snapshot ``K`` if anything changed since the last one, and record
+        the clean stop in the manifest.
+
+        An operator's upload at ``K`` skips the snapshot (a warning); the stop is still
+        recorded. The timestamped backup of ``K`` is the caller's (after the lease is released).
+        """
         base = self.snapshot_base
+        wrote = False
         if self._since.changed:
             try:
-                base = self.snapshot(reason="shutdown", backup=True)
+                base = self.snapshot(reason="shutdown")
+                wrote = True
             except OutOfBandUpload as exc:
                 self.warnings.append(f"{exc}; the next boot starts a generation from it")
         record = Stop(self.writer.holder, self.writer.token, self.shipped_position,
                       time.time(), base.sha256 if base else None)
         manifest = self.advance_manifest(stopped=record)
-        return Stopped(self.shipped_position, base, manifest, tuple(self.warnings))
+        return Stopped(self.shipped_position, base, manifest, tuple(self.warnings), wrote)
 
     # -- fencing ----------------------------------------------------------------------------
 

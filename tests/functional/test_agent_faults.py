@@ -30,6 +30,7 @@ from tests.agent_harness import (
 from tests.fault_proxy import fault_proxy, s3_put, service
 
 
+@pytest.mark.snapshot_layout
 def test_hanging_dynamodb_during_a_periodic_sync_stops_the_app_before_the_lease_runs_out(
     agent_env, tmp_path, moto_server
 ):
@@ -77,7 +78,8 @@ def test_held_dynamodb_answers_stop_the_app_before_another_agent_takes_over(
         log_a = tmp_path / "a.log"
         a = AgentProcess(env_a, writer(env_a, log_a), tmp_path, "a")
         a.wait_running()
-        wait_for(lambda: lease_item().last_upload, what="A's first periodic sync")
+        wait_for(lambda: a.state().get("sync_outcome") == "uploaded",
+                 what="A's first periodic sync")
         proxy.delay(6.0, service("dynamodb"))
 
         env_b = env_for(agent_env, tmp_path, "b", WAKEFUL_ACQUIRE_TIMEOUT="30")
@@ -116,6 +118,7 @@ def test_a_lease_counts_from_the_acquire_that_wrote_it_not_from_the_answer(
     assert not late, f"the app acknowledged {len(late)} rows after the lease expired"
 
 
+@pytest.mark.snapshot_layout
 @pytest.mark.parametrize("budget", [4.0, 6.0], ids=["backup-skipped", "backup-cut-short"])
 def test_slow_s3_at_stop_releases_the_lease_before_any_backup(
     agent_env, tmp_path, moto_server, budget
@@ -146,6 +149,7 @@ def test_slow_s3_at_stop_releases_the_lease_before_any_backup(
     )
 
 
+@pytest.mark.snapshot_layout
 def test_a_periodic_upload_whose_answers_were_all_lost_is_not_a_lost_fence(
     agent_env, tmp_path, moto_server
 ):
