@@ -46,7 +46,7 @@ def test_agent_defaults():
         backup_retention=30,
     )
     assert settings.local_path == "/app/db.sqlite3"
-    assert settings.sync_interval == 60.0
+    assert settings.sync_interval == 1.0
     assert settings.lease_ttl == 30.0
     assert settings.idle_timeout == 0.0
     assert settings.reservation_id is None
@@ -106,7 +106,7 @@ def test_region_falls_back_to_aws_default_region():
 def test_blank_values_count_as_unset():
     settings = agent(DB_S3_KEY="  ", WAKEFUL_SYNC_INTERVAL="", DB_LOCAL_PATH=" ")
     assert settings.location.key == "db.sqlite3"
-    assert settings.sync_interval == 60.0
+    assert settings.sync_interval == 1.0
     assert settings.local_path == "/app/db.sqlite3"
 
 
@@ -260,15 +260,16 @@ def test_control_plane_invalid_value_names_its_variable(variable, value, problem
     assert problem in str(error)
 
 
-def test_replication_defaults_to_snapshot_and_chain_is_opt_in():
-    assert agent().replication == "snapshot"
-    assert agent(WAKEFUL_REPLICATION="chain").replication == "chain"
+def test_replication_defaults_to_chain_and_the_whole_file_layout_is_opt_in():
+    assert agent().replication == "chain"
+    assert agent(WAKEFUL_REPLICATION="snapshot").replication == "snapshot"
     assert agent(WAKEFUL_REPLICATION="Chain").replication == "chain"
     error = refused(AgentSettings.from_env, {**MINIMAL, "WAKEFUL_REPLICATION": "litestream"})
     assert "WAKEFUL_REPLICATION" in str(error)
 
 
 def test_the_chain_syncs_every_second_by_default_and_snapshots_every_minute():
-    assert agent().sync_interval == 60.0
+    assert agent().sync_interval == 1.0
+    assert agent(WAKEFUL_REPLICATION="snapshot").sync_interval == 60.0
     assert agent(WAKEFUL_REPLICATION="chain").sync_interval == 1.0
     assert agent(WAKEFUL_REPLICATION="chain", WAKEFUL_SYNC_INTERVAL="5").sync_interval == 5.0
