@@ -216,7 +216,7 @@ def _restore_chain(
     try:
         return _refusals(ctx, run)
     except ChainBroken as exc:
-        ctx.out(f"[ERROR] {point.label()} cannot be rebuilt: {exc}. Nothing was changed; "
+        ctx.out(f"[ERROR] {point.label()} cannot be restored: {exc}. Nothing was changed; "
                 "`wakeful-agent verify` lists every problem of the chain")
         return EXIT_FAILED
     except NothingToRestore as exc:

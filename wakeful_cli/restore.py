@@ -90,7 +90,7 @@ def _run_chain(
     except (LeaseLost, Fenced) as exc:
         raise Refused(f"restore refused: the lease was taken over meanwhile: {exc}") from exc
     except ChainBroken as exc:
-        io.note(f"wakeful: error: {point.label()} cannot be rebuilt: {exc}; nothing was "
+        io.note(f"wakeful: error: {point.label()} cannot be restored: {exc}; nothing was "
                 "changed (`wakeful verify` lists every problem of the chain)")
         return EXIT_FAILED
     except NothingToRestore as exc:

@@ -42,10 +42,10 @@ from chalicelib.integrity import check, fetch_verified
 from chalicelib.lease import Lease, LeaseTable
 from chalicelib.sources import label as object_label
 from chalicelib.store import DatabaseStore, ObjectInfo
-from wakeful_replica import gaps
+from wakeful_replica import gaps, summary
 from wakeful_replica.boot import RESTORE, start_from_file
 from wakeful_replica.chain import Writer
-from wakeful_replica.errors import NothingToRestore
+from wakeful_replica.errors import ChainBroken, NothingToRestore
 from wakeful_replica.manifest import Base, Manifest
 from wakeful_replica.objects import Stored
 from wakeful_replica.store import ChainStore
@@ -167,8 +167,16 @@ def reinstate(
         rebuilt = rebuild(chain, store, point, os.path.join(folder, "restore.sqlite3"))
         hold.renew()
         writer = Writer(holder, hold.token)
-        booted = start_from_file(chain, writer, rebuilt.path,
-                                 os.path.join(folder, "current.sqlite3"), origin=RESTORE)
+        try:
+            _check_the_end(chain)
+            booted = start_from_file(chain, writer, rebuilt.path,
+                                     os.path.join(folder, "current.sqlite3"), origin=RESTORE)
+        except ChainBroken as exc:
+            # Nothing is written before the old chain's end is read: its end record goes there.
+            raise ChainBroken(
+                exc.where, f"{exc.reason}; the old generation's end must be read to end it "
+                f"before {point.label()} can become current", exc.reached,
+            ) from exc
         run = ChainWriter(chain, writer, booted, os.path.join(folder, "replica"))
         hold.renew()
         base = run.snapshot(reason="restore", backup=True)
@@ -176,6 +184,15 @@ def reinstate(
         hold.record_upload(_upload_record(chain, holder, hold.token, base, stopped.position))
         store.prune_backups()
     return Reinstated(rebuilt, booted.generation, stopped.position, base)
+
+
+def _check_the_end(chain: ChainStore) -> None:
+    """``ChainBroken`` when the chain goes on past a lost position: the old generation would
+    be ended at the gap, cutting off what was written after it."""
+    manifest = chain.read_manifest()
+    if manifest is not None:
+        end = summary.probe_end(chain, manifest)
+        gaps.check_end(chain, end.generation, end.position)
 
 
 def _upload_record(

@@ -253,13 +253,27 @@ def test_a_corrupt_or_missing_segment_mid_chain_fails_verify_and_the_restore(
     for point in (("--at", epoch_arg(third.after_ms)), ("--txid", str(third.txid))):
         through = run(chain_env, "restore", *point)
         assert through.code == 1, through.err
-        assert "cannot be rebuilt" in through.err and key in through.err
+        assert "cannot be restored" in through.err and key in through.err
         assert f"good up to txid {first.txid}" in through.err
     assert ChainStore(BUCKET, KEY).read_manifest() == before
+
+    # A point before the bad position rebuilds (the dry run shows it), but it cannot become
+    # current while the old generation's end cannot be read to end it: refused, unchanged.
+    dry = run(chain_env, "restore", "--txid", str(first.txid), "--dry-run")
+    assert dry.code == 0, dry.err
+    assert f"{len(first.rows)} rows" in dry.out
+    before_it = run(chain_env, "restore", "--txid", str(first.txid))
+    assert before_it.code == 1
+    assert "the old generation's end must be read" in before_it.err and key in before_it.err
+    assert ChainStore(BUCKET, KEY).read_manifest() == before
+    assert LeaseTable(TABLE, LEASE).read().state == FREE
 
     s3.delete_object(Bucket=BUCKET, Key=key)
     missing = run(chain_env, "verify")
     assert missing.code == 1 and f"position {second.txid} is missing" in missing.err, missing
     assert run(chain_env, "restore", "--txid", str(third.txid)).code == 1
+    # Even a point well before the lost position: the old generation would end at the gap.
+    earlier = run(chain_env, "restore", "--txid", str(first.txid - 1))
+    assert earlier.code == 1
+    assert f"position {second.txid} is missing, yet position {third.txid}" in earlier.err
     assert ChainStore(BUCKET, KEY).read_manifest() == before
-    assert first.rows

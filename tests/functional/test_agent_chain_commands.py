@@ -116,4 +116,4 @@ def test_agent_verify_walks_the_chain_and_names_a_bad_position(env, tmp_path):
     assert "[ERROR] The chain of s3://wakeful-test-db/db.sqlite3 has 1 problem(s)" in (
         broken.stdout)
     refused = agent(env, "restore", "--at", "2099-01-01T00:00:00Z")
-    assert refused.returncode == 1 and "cannot be rebuilt" in refused.stdout
+    assert refused.returncode == 1 and "cannot be restored" in refused.stdout
