@@ -286,10 +286,10 @@ def verify(
 def _verify_chain(ctx: Context, chain: ChainStore) -> int:
     """Every retained position of every generation and every base, by ``ChainStore.verify``."""
     with tempfile.TemporaryDirectory(dir=_scratch(ctx)) as scratch:
-        report_ = gaps.verify(chain, scratch)
-    for line in render.verify_lines(report_, ctx.store.url):
+        walked = gaps.verify(chain, scratch)
+    for line in render.verify_lines(walked, ctx.store.url):
         ctx.out(line)
-    return EXIT_OK if report_.ok else EXIT_FAILED
+    return EXIT_OK if walked.ok else EXIT_FAILED
 
 
 # -- listings -------------------------------------------------------------------------------

@@ -115,7 +115,13 @@ def rebuild(chain: ChainStore, store: DatabaseStore, point: Point, path: str) ->
         digest = fetch_verified(store, point.source, path, full=True)
         return Rebuilt(path, digest, os.path.getsize(path), None, None,
                        int(point.source.last_modified.timestamp() * 1000))
-    restored = chain.restore(path, txid=point.txid, at=point.at, generation=point.generation)
+    try:
+        restored = chain.restore(path, txid=point.txid, at=point.at,
+                                 generation=point.generation)
+    except NothingToRestore as exc:
+        if point.at is None:
+            raise
+        raise NothingToRestore(_outside_the_window(chain, point.at)) from exc
     gaps.check_end(chain, restored.generation, restored.txid)
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         raise NothingToRestore(
@@ -125,6 +131,16 @@ def rebuild(chain: ChainStore, store: DatabaseStore, point: Point, path: str) ->
     check(path, full=True)
     return Rebuilt(path, sha256_file(path), os.path.getsize(path), restored.generation,
                    restored.txid, restored.timestamp_ms)
+
+
+def _outside_the_window(chain: ChainStore, at: dt.datetime) -> str:
+    found = summary.read(chain)
+    window = found.as_json()["window"] if found else {}
+    held = (f"it holds {window['oldest']} .. {window['newest']}"
+            if window.get("oldest") and window.get("newest") else "it holds no window")
+    return (f"the chain has no state at {at.isoformat()}: {held}; states older than the "
+            "chain are among the current object's versions and backups (`backups --versions`, "
+            "then `restore --version ID`)")
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,7 @@ class Preview:
     rebuilt: Rebuilt
     rows: dict[str, int]
     manifest: Manifest
+    end: summary.End
     current: Stored | None
     lease: Lease
     now: float
@@ -232,8 +249,8 @@ class Preview:
         return {
             "dry_run": True,
             "source": {"label": self.point.label(), **self.rebuilt.as_json()},
-            "chain": {"generation": self.manifest.generation,
-                      "position": self.manifest.position, "epoch": self.manifest.epoch},
+            "chain": {"generation": self.end.generation, "position": self.end.position,
+                      "epoch": self.manifest.epoch},
             "current": {"version_id": self.current.version_id, "size": self.current.size}
             if self.current else None,
             "check": {"ok": True, "rows": dict(self.rows), "size": self.rebuilt.size,
@@ -258,8 +275,8 @@ class Preview:
                       "the restore would be refused")
         return [
             f"would restore {self.point.label()} ({where})",
-            f"  as a new generation after {self.manifest.generation} (now at position "
-            f"{self.manifest.position}; the old chain is kept), and as {url}",
+            f"  as a new generation after {self.end.generation} (now at position "
+            f"{self.end.position}; the old chain is kept), and as {url}",
             f"check: {text.size(rebuilt.size)}, sha256 {rebuilt.sha256[:12]}…, "
             f"integrity_check ok, {total} rows ({tables})",
             taking,
@@ -279,7 +296,9 @@ def preview(
     with tempfile.TemporaryDirectory(dir=scratch, prefix="wakeful-restore-") as folder:
         rebuilt = rebuild(chain, store, point, os.path.join(folder, "restore.sqlite3"))
         rows = count_rows(rebuilt.path)
-    return Preview(point, rebuilt, rows, manifest, chain.current.head(), table.read(), clock())
+    end = summary.probe_end(chain, manifest)
+    return Preview(point, rebuilt, rows, manifest, end, chain.current.head(), table.read(),
+                   clock())
 
 
 # "Every table of the schema that SQLite did not make for itself."
