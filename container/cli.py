@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("upload", help="upload the local database now")
     up.add_argument("--force", action="store_true",
                     help="replace a current object that changed since the local download")
-    lst = sub.add_parser("backups", help="list timestamped backups (and versions)")
+    lst = sub.add_parser("backups", help="list timestamped backups (and versions), and the "
+                                        "chain's restore points")
     lst.add_argument("--versions", action="store_true", help="also list S3 versions")
     lst.add_argument("--json", action="store_true", help="print JSON for scripts")
     restore = sub.add_parser("restore", help="make a backup, an older version or a point of "
@@ -73,13 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--dry-run", action="store_true",
                          help="check the source and the lease, say what would happen, "
                               "change nothing")
-    ver = sub.add_parser("verify", help="check a stored database without touching the local one")
+    ver = sub.add_parser("verify", help="walk the whole chain, or check a stored database, "
+                                       "without touching the local one")
     which = ver.add_mutually_exclusive_group()
-    which.add_argument("--backup", metavar="NAME", help="a backup instead of the current object")
+    which.add_argument("--backup", metavar="NAME",
+                       help="a backup instead of the chain or the current object")
     which.add_argument("--version", dest="version_id", metavar="ID",
-                       help="an S3 version instead of the current object")
+                       help="an S3 version instead of the chain or the current object")
     ver.add_argument("--quick", action="store_true", help="quick_check instead of integrity_check")
-    st = sub.add_parser("status", help="lease, current object, backups, local agent")
+    st = sub.add_parser("status", help="lease, current object, backups, chain, local agent")
     st.add_argument("--json", action="store_true", help="print JSON for scripts")
     return parser
 

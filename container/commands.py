@@ -27,7 +27,7 @@ from container.placement import move_into_place
 from container.sync import Syncer
 from container.wiring import Wiring
 from wakeful_replica import gaps, reinstate, summary
-from wakeful_replica.errors import ChainBroken, Fenced, NothingToRestore
+from wakeful_replica.errors import ChainBroken, Fenced, NothingToRestore, Superseded
 from wakeful_replica.store import ChainStore
 
 Printer = Callable[[str], None]
@@ -400,7 +400,7 @@ def _refusals(ctx: Context, run: Callable[[], int]) -> int:
     except LeaseHeld as exc:
         ctx.out(f"[ERROR] Refused: {held_advice(exc, time.time())}")
         return EXIT_REFUSED
-    except (FencingError, LeaseLost, Fenced) as exc:
+    except (FencingError, LeaseLost, Fenced, Superseded) as exc:
         ctx.out(f"[ERROR] Refused: {exc}")
         return EXIT_REFUSED
 

@@ -19,7 +19,7 @@ from wakeful_cli import render
 from wakeful_cli.config import Target
 from wakeful_cli.terminal import Io, Refused
 from wakeful_replica import reinstate
-from wakeful_replica.errors import ChainBroken, Fenced, NothingToRestore
+from wakeful_replica.errors import ChainBroken, Fenced, NothingToRestore, Superseded
 from wakeful_replica.store import ChainStore
 
 
@@ -87,7 +87,7 @@ def _run_chain(
                                    on_release_failure=_warn(io))
     except LeaseHeld as exc:
         raise Refused(f"restore refused: {held(exc, io.clock())}") from exc
-    except (LeaseLost, Fenced) as exc:
+    except (LeaseLost, Fenced, Superseded) as exc:
         raise Refused(f"restore refused: the lease was taken over meanwhile: {exc}") from exc
     except ChainBroken as exc:
         io.note(f"wakeful: error: {point.label()} cannot be restored: {exc}; nothing was "
