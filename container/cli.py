@@ -23,6 +23,7 @@ examples:
   wakeful-agent startup / shutdown            the seed's two calls, for your own entrypoint
   wakeful-agent upload                        sync now (asks the running agent when there is one)
   wakeful-agent restore --at 2026-11-28T14:30:00Z
+  wakeful-agent restore --txid 120 --dry-run
 """
 
 
@@ -63,27 +64,53 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("upload", help="upload the local database now")
     up.add_argument("--force", action="store_true",
                     help="replace a current object that changed since the local download")
-    lst = sub.add_parser("backups", help="list timestamped backups (and versions)")
+    lst = sub.add_parser("backups", help="list timestamped backups (and versions), and the "
+                                        "chain's restore points")
     lst.add_argument("--versions", action="store_true", help="also list S3 versions")
     lst.add_argument("--json", action="store_true", help="print JSON for scripts")
-    restore = sub.add_parser("restore", help="make a backup or an older version current")
-    source = restore.add_mutually_exclusive_group(required=True)
-    source.add_argument("--backup", metavar="NAME", help="YYYYMMDD_HHMMSS or the full key")
-    source.add_argument("--version", dest="version_id", metavar="ID", help="an S3 version id")
-    source.add_argument("--at", metavar="TIME",
-                        help="the newest version at or before TIME (ISO 8601, stamp or epoch)")
+    restore = sub.add_parser("restore", help="make a backup, an older version or a point of "
+                                             "the chain current")
+    add_restore_sources(restore)
     restore.add_argument("--dry-run", action="store_true",
                          help="check the source and the lease, say what would happen, "
                               "change nothing")
-    ver = sub.add_parser("verify", help="check a stored database without touching the local one")
+    ver = sub.add_parser("verify", help="walk the whole chain, or check a stored database, "
+                                       "without touching the local one")
     which = ver.add_mutually_exclusive_group()
-    which.add_argument("--backup", metavar="NAME", help="a backup instead of the current object")
+    which.add_argument("--backup", metavar="NAME",
+                       help="a backup instead of the chain or the current object")
     which.add_argument("--version", dest="version_id", metavar="ID",
-                       help="an S3 version instead of the current object")
+                       help="an S3 version instead of the chain or the current object")
     ver.add_argument("--quick", action="store_true", help="quick_check instead of integrity_check")
-    st = sub.add_parser("status", help="lease, current object, backups, local agent")
+    st = sub.add_parser("status", help="lease, current object, backups, chain, local agent")
     st.add_argument("--json", action="store_true", help="print JSON for scripts")
     return parser
+
+
+def add_restore_sources(parser: argparse.ArgumentParser) -> None:
+    """What ``restore`` can make current: the same flags as ``wakeful restore``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--backup", metavar="NAME", help="YYYYMMDD_HHMMSS or the full key")
+    source.add_argument("--version", dest="version_id", metavar="ID", help="an S3 version id")
+    source.add_argument("--at", metavar="TIME",
+                        help="the state as of TIME (ISO 8601, stamp or epoch): with a chain, "
+                             "the last sync captured by then; without one, the newest version "
+                             "stored by then")
+    source.add_argument("--txid", type=_txid, metavar="N",
+                        help="the chain's state at position N (of --generation, default the "
+                             "current one)")
+    parser.add_argument("--generation", metavar="G",
+                        help="with --txid: the generation N is in (see `backups`)")
+
+
+def _txid(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {raw!r}")
+    return value
 
 
 def _version() -> str:
@@ -135,8 +162,12 @@ def _manual(args: argparse.Namespace, ctx: commands.Context) -> int:
     if command == "backups":
         return commands.backups(ctx, args.versions, args.json)
     if command == "restore":
+        if args.generation and args.txid is None:
+            print("wakeful-agent: --generation goes with --txid", file=sys.stderr)
+            return EXIT_USAGE
         return commands.restore(ctx, args.backup, args.version_id, args.at,
-                                dry_run=args.dry_run)
+                                dry_run=args.dry_run, txid=args.txid,
+                                generation=args.generation)
     if command == "verify":
         return commands.verify(ctx, args.backup, args.version_id, full=not args.quick)
     if command == "status":

@@ -26,7 +26,8 @@ from container import live, render, spawn, state
 from container.placement import move_into_place
 from container.sync import Syncer
 from container.wiring import Wiring
-from wakeful_replica.errors import ChainBroken, NothingToRestore
+from wakeful_replica import gaps, reinstate, summary
+from wakeful_replica.errors import ChainBroken, Fenced, NothingToRestore, Superseded
 from wakeful_replica.store import ChainStore
 
 Printer = Callable[[str], None]
@@ -160,9 +161,18 @@ def _download_chain(ctx: Context, chain: ChainStore, target: str) -> int:
 
 def restore(
     ctx: Context, backup: str | None, version_id: str | None, at: str | None,
-    dry_run: bool = False,
+    dry_run: bool = False, txid: int | None = None, generation: str | None = None,
 ) -> int:
-    """Make a backup or an older version the current database, under the lease."""
+    """Make a backup, an older version or a point of the chain the current database, under
+    the lease. On a chain bucket it becomes a new generation (``wakeful_replica.reinstate``)."""
+    chain = _chain(ctx)
+    if chain.read_manifest() is not None:
+        point = reinstate.point_of(ctx.store, backup, version_id, at, txid, generation)
+        return _restore_chain(ctx, chain, point, dry_run)
+    if txid is not None:
+        ctx.out(f"[ERROR] No chain at {ctx.store.url} (a bucket of the whole-file layout): "
+                "--txid needs one; restore a --backup, a --version or --at a time instead")
+        return EXIT_FAILED
     source = sources.resolve(ctx.store, backup, version_id, at)
     label = sources.label(source)
     if dry_run:
@@ -186,6 +196,48 @@ def restore(
     return _refusals(ctx, run)
 
 
+def _restore_chain(
+    ctx: Context, chain: ChainStore, point: reinstate.Point, dry_run: bool
+) -> int:
+    def run() -> int:
+        if dry_run:
+            return _chain_preview(ctx, chain, point)
+        done = reinstate.reinstate(
+            ctx.table, chain, ctx.store, point, _holder(ctx), ttl=ctx.settings.lease_ttl,
+            scratch=_scratch(ctx), on_release_failure=_warn_release(ctx),
+        )
+        ctx.out(
+            f"[INFO] Restored {point.label()} as generation {done.generation} of the chain "
+            f"(position {done.position}; the old chain is kept) and as {ctx.store.url} "
+            f"(new version {done.current.version_id})"
+        )
+        return EXIT_OK
+
+    try:
+        return _refusals(ctx, run)
+    except ChainBroken as exc:
+        ctx.out(f"[ERROR] {point.label()} cannot be restored: {exc}. Nothing was changed; "
+                "`wakeful-agent verify` lists every problem of the chain")
+        return EXIT_FAILED
+    except NothingToRestore as exc:
+        ctx.out(f"[ERROR] Nothing to restore: {exc}. Nothing was changed; "
+                "`wakeful-agent backups` shows the restorable window")
+        return EXIT_FAILED
+    except CorruptDatabase as exc:
+        ctx.out(f"[ERROR] {point.label()} is corrupt: {exc.reason}; it cannot be restored")
+        return EXIT_FAILED
+
+
+def _chain_preview(ctx: Context, chain: ChainStore, point: reinstate.Point) -> int:
+    seen = reinstate.preview(ctx.table, chain, ctx.store, point, scratch=_scratch(ctx))
+    for line in seen.lines(ctx.store.url):
+        ctx.out(line)
+    if seen.refusal is not None:
+        ctx.out(f"[ERROR] The restore would be refused: {held_advice(seen.refusal, seen.now)}")
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
 def _restore_preview(ctx: Context, source: ObjectInfo) -> int:
     try:
         seen = restoring.preview(ctx.table, ctx.store, source, scratch=_scratch(ctx))
@@ -204,7 +256,12 @@ def _restore_preview(ctx: Context, source: ObjectInfo) -> int:
 def verify(
     ctx: Context, backup: str | None, version_id: str | None, full: bool = True
 ) -> int:
-    """Check a stored database without touching the local file."""
+    """Check a stored database without touching the local file; on a chain bucket (with
+    neither a backup nor a version named) walk the whole chain."""
+    if backup is None and version_id is None:
+        chain = _chain(ctx)
+        if chain.read_manifest() is not None:
+            return _verify_chain(ctx, chain)
     try:
         info = sources.resolve(ctx.store, backup, version_id)
     except NotFound as exc:
@@ -226,15 +283,32 @@ def verify(
     return EXIT_OK
 
 
+def _verify_chain(ctx: Context, chain: ChainStore) -> int:
+    """Every retained position of every generation and every base, by ``ChainStore.verify``."""
+    with tempfile.TemporaryDirectory(dir=_scratch(ctx)) as scratch:
+        walked = gaps.verify(chain, scratch)
+    for line in render.verify_lines(walked, ctx.store.url):
+        ctx.out(line)
+    return EXIT_OK if walked.ok else EXIT_FAILED
+
+
 # -- listings -------------------------------------------------------------------------------
 
 
 def backups(ctx: Context, versions: bool, as_json: bool) -> int:
     found = listing.read(ctx.store, versions)
+    chain = summary.read(_chain(ctx))
     if as_json:
-        ctx.out(render.as_json(found.as_json()))
-    else:
-        for line in render.listing_lines(found, time.time()):
+        # A bucket without a chain lists what it always did.
+        ctx.out(render.as_json({**found.as_json(),
+                                **({"chain": chain.as_json()} if chain else {})}))
+        return EXIT_OK
+    now = time.time()
+    for line in render.listing_lines(found, now):
+        ctx.out(line)
+    if chain is not None:
+        ctx.out("")
+        for line in summary.backup_lines(chain.as_json(), ctx.store.url, now):
             ctx.out(line)
     return EXIT_OK
 
@@ -243,8 +317,12 @@ def status(ctx: Context, as_json: bool) -> int:
     local = ctx.settings.local_path
     facts = report.read_facts(ctx.table, ctx.store)
     agent_pid = state.live_agent(local)
+    chain = summary.read(_chain(ctx))
+    chain_data = chain.as_json() if chain else None
     if not as_json:
         for line in render.status_lines(facts, ctx.store.url, local, agent_pid):
+            ctx.out(line)
+        for line in render.chain_lines(chain_data, time.time()):
             ctx.out(line)
         return EXIT_OK
     lease = facts.lease
@@ -254,6 +332,8 @@ def status(ctx: Context, as_json: bool) -> int:
                          last_unsynced_stop=lease.last_unsynced_stop)
     data["database"] = facts.current.describe() if facts.current else None
     data["local"] = {"path": local, "agent_pid": agent_pid, "state": state.read(local).get("state")}
+    if chain_data is not None:  # a bucket without a chain reports what it always did
+        data["chain"] = chain_data
     ctx.out(render.as_json(data))
     return EXIT_OK
 
@@ -320,7 +400,7 @@ def _refusals(ctx: Context, run: Callable[[], int]) -> int:
     except LeaseHeld as exc:
         ctx.out(f"[ERROR] Refused: {held_advice(exc, time.time())}")
         return EXIT_REFUSED
-    except (FencingError, LeaseLost) as exc:
+    except (FencingError, LeaseLost, Fenced, Superseded) as exc:
         ctx.out(f"[ERROR] Refused: {exc}")
         return EXIT_REFUSED
 
@@ -332,6 +412,15 @@ def held_advice(exc: LeaseHeld, now: float) -> str:
         f"{text.moment(exc.expires_at, now)}. A running backend owns the database: put it to "
         "sleep first (`wakeful sleep --wait`), then run this again."
     )
+
+
+def _chain(ctx: Context) -> ChainStore:
+    """The chain beside the database (whichever way this agent replicates): a bucket holds
+    one once a manifest is there."""
+    if ctx.chain is not None:
+        return ctx.chain
+    location = ctx.settings.location
+    return ChainStore(location.bucket, location.key, region=location.region)
 
 
 def _scratch(ctx: Context) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TextIO
 
 from chalicelib.errors import ConfigError, WakefulError
 from chalicelib.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_USAGE
-from wakeful_cli import backups, history, lease, logs, restore, sleep, status, wake
+from wakeful_cli import backups, history, lease, logs, restore, sleep, status, verify, wake
 from wakeful_cli.config import AUTH_MODES, Target
 from wakeful_cli.terminal import Io, Refused
 
@@ -27,6 +27,8 @@ examples:
   wakeful history --limit 10              wakes, stops and uploads, newest first
   wakeful logs --follow --since 30m       the agent's and the control plane's logs
   wakeful restore --at 2026-11-28T14:30:00Z --dry-run
+  wakeful restore --txid 120 --generation 000000000007-1a2b3c4d
+  wakeful verify                          walk the whole chain's checksums
   wakeful lease release --force           free the lease of a holder ECS reports STOPPED
 
 configuration (flags > environment > profile file):
@@ -125,15 +127,33 @@ def build_parser() -> argparse.ArgumentParser:
     backups_parser.add_argument("--versions", action="store_true", help="also list S3 versions")
     backups_parser.add_argument("--limit", type=_count, metavar="N",
                                 help="only the newest N backups (and versions)")
-    restore_parser = command("restore", "make a backup or an older version the current database")
+    restore_parser = command("restore", "make a backup, an older version or a point of the "
+                                        "chain the current database")
     source = restore_parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--backup", metavar="NAME", help="YYYYMMDD_HHMMSS or the full key")
     source.add_argument("--version", dest="version_id", metavar="ID", help="an S3 version id")
     source.add_argument("--at", metavar="TIME",
-                        help="the newest version at or before TIME (ISO 8601, stamp or epoch)")
+                        help="the state as of TIME (ISO 8601, stamp or epoch): with a chain, "
+                             "the last sync captured by then; without one, the newest version "
+                             "stored by then")
+    source.add_argument("--txid", type=_count, metavar="N",
+                        help="the chain's state at position N (of --generation, default the "
+                             "current one)")
+    restore_parser.add_argument("--generation", metavar="G",
+                                help="with --txid: the generation N is in (see `wakeful "
+                                     "backups`)")
     restore_parser.add_argument("--dry-run", action="store_true",
                                 help="check the source and the lease, say what would happen, "
                                      "change nothing")
+    verify_parser = command("verify", "check what the database would be restored from: "
+                                      "the whole chain, or one backup or version")
+    which = verify_parser.add_mutually_exclusive_group()
+    which.add_argument("--backup", metavar="NAME", help="a backup instead of the chain or the "
+                                                        "current object")
+    which.add_argument("--version", dest="version_id", metavar="ID",
+                       help="an S3 version instead of the chain or the current object")
+    verify_parser.add_argument("--quick", action="store_true",
+                               help="quick_check instead of integrity_check (one object)")
     history_parser = command("history", "the timeline: wakes, verified and unsynced stops, "
                                         "uploads, newest first")
     history_parser.add_argument("--limit", type=_count, default=20, metavar="N",
@@ -267,6 +287,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Target, Io], int]] = {
     "sleep": sleep.run,
     "backups": backups.run,
     "restore": restore.run,
+    "verify": verify.run,
     "lease": lease.run,
     "history": history.run,
     "logs": logs.run,

@@ -21,6 +21,7 @@ from chalicelib.store import DatabaseStore
 from wakeful_cli import profile as profiles
 from wakeful_cli.api import ControlPlaneApi
 from wakeful_cli.session import AwsSession
+from wakeful_replica.store import ChainStore
 
 # Flag (its argparse dest) -> the variable it stands for.
 FLAG_VARIABLES = {
@@ -127,6 +128,13 @@ class Target:
         location = self.location
         return DatabaseStore(location.bucket, location.key, client=self.session.client("s3"),
                              backup_retention=location.backup_retention)
+
+    @cached_property
+    def chain(self) -> ChainStore:
+        """The chain beside the database (docs/replication.md); a bucket holds one once its
+        manifest is there."""
+        location = self.location
+        return ChainStore(location.bucket, location.key, client=self.session.client("s3"))
 
     @property
     def api_url(self) -> str | None:

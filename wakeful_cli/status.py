@@ -6,13 +6,14 @@ import argparse
 from typing import Any
 
 from chalicelib import report
-from chalicelib.errors import TaskControlError
+from chalicelib.errors import ConfigError, TaskControlError
 from chalicelib.exits import EXIT_OK
 from chalicelib.lease import HELD, RESERVED, Lease
 from wakeful_cli import render
 from wakeful_cli.config import Target
 from wakeful_cli.session import AwsSession, cluster_of
 from wakeful_cli.terminal import Io
+from wakeful_replica import summary
 
 
 def run(args: argparse.Namespace, target: Target, io: Io) -> int:
@@ -28,12 +29,26 @@ def run(args: argparse.Namespace, target: Target, io: Io) -> int:
         data = report.read(target.table, target.store,
                            lambda lease: task_of(lease, session, cluster), io.clock())
         source = f"{target.store.url}, lease {target.location.lease_name!r}"
+    chain = _chain(target)
+    if chain is not None:  # a bucket without a chain reports what it always did
+        data["chain"] = chain
     if args.json:
         io.json({**data, "source": source})
         return EXIT_OK
     io.print(f"wakeful status (from {source})")
     io.print(render.table(rows(data, io.clock())))
     return EXIT_OK
+
+
+def _chain(target: Target) -> dict[str, Any] | None:
+    """The chain's part of the report, read from S3 (the control plane's report has none): when
+    the bucket is known and holds a chain."""
+    try:
+        chain = target.chain
+    except ConfigError:
+        return None  # only an API URL: the report is the control plane's alone
+    found = summary.read(chain)
+    return found.as_json() if found else None
 
 
 def task_of(lease: Lease, session: AwsSession | None, cluster: str | None) -> dict[str, Any] | None:
@@ -69,6 +84,9 @@ def rows(data: dict[str, Any], now: float) -> list[tuple[str, Any]]:
         ("backups", data.get("backups")),
         ("unsynced stop", _unsynced_cell(unsynced, now) if unsynced else "none"),
     ]
+    chain = data.get("chain")
+    if chain:
+        table.extend(summary.status_rows(chain, now))
     failure = data.get("last_start_failure")
     if failure:
         table.append(("start failure", f"{failure.get('reason', '?')} "

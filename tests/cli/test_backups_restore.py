@@ -144,7 +144,7 @@ def test_restore_of_something_that_does_not_exist_fails(store_env, writer):
     assert bad_time.code == 2 and "cannot read 'yesterday-ish' as a time" in bad_time.err
     nothing = run(store_env, "restore")
     assert nothing.code == 2 and nothing.err.count("\n") == 1
-    assert "one of the arguments --backup --version --at is required" in nothing.err
+    assert "one of the arguments --backup --version --at --txid is required" in nothing.err
 
 
 # -- the installed script: what every stored object carries, and a restore that only says ---
