@@ -511,7 +511,7 @@ class Agent:
 
     def _sync(self, reason: str, force: bool = False) -> str:
         if self.chain is not None:
-            return self._sync_chain(reason)
+            return self._sync_chain(reason, snapshot=force)
         assert self.syncer is not None
         request = state.sync_requested(self.settings.local_path)
         try:
@@ -530,11 +530,11 @@ class Agent:
         self._publish_sync(request, outcome, "")
         return outcome
 
-    def _sync_chain(self, reason: str) -> str:
+    def _sync_chain(self, reason: str, snapshot: bool = False) -> str:
         assert self.chain is not None
         request = state.sync_requested(self.settings.local_path)
         try:
-            synced = self.chain.sync(reason)
+            synced = self.chain.sync(reason, snapshot=snapshot)
         except (FencingError, LeaseLost, *CHAIN_FENCING) as exc:
             self._stop_reason = str(exc)
             self._publish_sync(request, "lost", str(exc))
@@ -546,7 +546,7 @@ class Agent:
             emit(self.deps.metrics, "SyncFailed", reason=reason)
             self._publish_sync(request, "failed", str(exc))
             return "failed"
-        outcome = "uploaded" if synced.shipped else "unchanged"
+        outcome = "uploaded" if synced.shipped or synced.snapshot else "unchanged"
         self._publish_sync(request, outcome, "")
         return outcome
 

@@ -28,6 +28,7 @@ from container.sync import Syncer
 from container.wiring import Wiring
 from wakeful_replica import gaps, reinstate, summary
 from wakeful_replica.errors import ChainBroken, Fenced, NothingToRestore, Superseded
+from wakeful_replica.manifest import Manifest
 from wakeful_replica.store import ChainStore
 
 Printer = Callable[[str], None]
@@ -56,6 +57,10 @@ def upload(ctx: Context, force: bool = False, timeout: float = SYNC_ANSWER_TIMEO
     if not os.path.exists(local):
         ctx.out(f"[ERROR] No local database at {local}")
         return EXIT_FAILED
+    chain = _chain(ctx)
+    manifest = chain.read_manifest()
+    if manifest is not None:
+        return _upload_chain(ctx, chain, manifest, force)
     expected = state.read(local).get("etag")
     current = ctx.store.head()
     current_etag = current.etag if current else None
@@ -84,6 +89,46 @@ def _manual_sync(ctx: Context, etag: str | None) -> int:
     return EXIT_OK
 
 
+def _upload_chain(ctx: Context, chain: ChainStore, manifest: Manifest, force: bool) -> int:
+    """On a chain bucket the local file becomes the current state: a new generation from it
+    (the old chain kept for point-in-time restore) and ``K``, under the lease; refused when the
+    chain moved since the file was downloaded, unless forced."""
+    local = ctx.settings.local_path
+    expected = state.read(local).get("chain")
+    end = summary.probe_end(chain, manifest)
+    found = f"{end.generation}:{end.position}"
+    if found != expected and not force:
+        ctx.out(
+            f"[ERROR] Refusing to upload: the chain at {ctx.store.url} moved since {local} was "
+            f"downloaded (expected {expected or 'no download'}, found {found}). Download "
+            "first, or pass --force to make the local file current (the chain before it is "
+            "kept for point-in-time restore, and a backup of the current object is made)."
+        )
+        return EXIT_REFUSED
+    current = ctx.store.head()
+    if force and current is not None and found != expected:
+        ctx.store.create_backup(current, when=current.last_modified.timestamp())
+
+    def run() -> int:
+        done = reinstate.reinstate(
+            ctx.table, chain, ctx.store, reinstate.Point(file=local), _holder(ctx),
+            ttl=ctx.settings.lease_ttl, scratch=_scratch(ctx),
+            on_release_failure=_warn_release(ctx), reason="manual",
+        )
+        state.update(local, {"chain": f"{done.generation}:{done.position}",
+                             "etag": done.current.etag})
+        ctx.out(f"[INFO] Database uploaded successfully to {ctx.store.url}")
+        ctx.out(f"       version {done.current.version_id}, {done.current.size} bytes; "
+                f"generation {done.generation} of the chain")
+        return EXIT_OK
+
+    try:
+        return _refusals(ctx, run)
+    except CorruptDatabase as exc:
+        ctx.out(f"[ERROR] Failed to upload database: {local} fails its check: {exc.reason}")
+        return EXIT_FAILED
+
+
 def _ask_agent_to_sync(ctx: Context, pid: int, timeout: float) -> int:
     ctx.out(f"[INFO] An agent (pid {pid}) is running; asking it to sync now...")
     failure = live.LiveAgent(ctx.settings.local_path, pid, ctx.sleep).ask_to_sync(timeout)
@@ -107,8 +152,11 @@ def download(ctx: Context, output: str | None = None, version_id: str | None = N
             return EXIT_REFUSED
         if _ask_agent_to_sync(ctx, pid, SYNC_ANSWER_TIMEOUT) != EXIT_OK:
             return EXIT_FAILED
-    if ctx.chain is not None and version_id is None:
-        return _download_chain(ctx, ctx.chain, target)
+    if version_id is None:
+        chain = _chain(ctx)
+        manifest = chain.read_manifest()
+        if manifest is not None:
+            return _download_chain(ctx, chain, target, manifest)
     ctx.out("[INFO] Checking for existing database in S3...")
     info = sources.find_version(ctx.store, version_id) if version_id else ctx.store.head()
     if info is None:
@@ -128,14 +176,14 @@ def download(ctx: Context, output: str | None = None, version_id: str | None = N
     return EXIT_OK
 
 
-def _download_chain(ctx: Context, chain: ChainStore, target: str) -> int:
+def _download_chain(ctx: Context, chain: ChainStore, target: str, manifest: Manifest) -> int:
     """WAKEFUL_REPLICATION=chain: the chain's end (the last snapshot and every segment after
     it), never ``K`` alone, which lags it after a crash."""
     ctx.out("[INFO] Restoring the database from the chain in S3...")
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     incoming = target + ".download"
     try:
-        restored = chain.restore(incoming)
+        restored = chain.restorer.current(incoming, manifest)
     except NothingToRestore:
         ctx.out(f"[INFO] No database found at {ctx.store.url}")
         return EXIT_FAILED
@@ -149,6 +197,10 @@ def _download_chain(ctx: Context, chain: ChainStore, target: str) -> int:
         shutil.copyfile(target, target + ".backup")
         ctx.out(f"[INFO] Backup created at {target}.backup")
     move_into_place(incoming, target)
+    if target == ctx.settings.local_path:
+        # What ``upload`` swaps against: the chain's end this file holds.
+        state.update(target, {"etag": None, "chain": f"{restored.generation}:{restored.txid}",
+                              "downloaded": None})
     ctx.out(
         f"[INFO] Database downloaded successfully from {ctx.store.url} to {target} "
         f"(generation {restored.generation}, position {restored.txid})"

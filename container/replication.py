@@ -25,6 +25,7 @@ from typing import Any
 from chalicelib.errors import LeaseLost, StoreError, WakefulError
 from chalicelib.files import remove_file
 from chalicelib.observability import MetricUnit, emit
+from container.backups import timestamped_backup
 from container.capture import Capture, Delta, Full
 from container.deadline import Budget, call_within
 from container.placement import move_into_place, sidecars
@@ -38,6 +39,9 @@ from wakeful_replica.store import ChainStore
 from wakeful_replica.writer import ChainWriter, PendingSnapshot, Stopped
 
 SNAPSHOT, CHAIN = "snapshot", "chain"
+
+# How long a manual snapshot waits for a periodic one already uploading.
+SNAPSHOT_WAIT_SECONDS = 60.0
 
 # What a newer holder's claim looks like from here: stop writing, keep the file aside.
 CHAIN_FENCING = (Fenced, Superseded)
@@ -137,12 +141,20 @@ class ChainSync:
 
     # -- each sync --------------------------------------------------------------------------
 
-    def sync(self, reason: str) -> SyncedChain:
-        """Capture, append, ship; checkpoint what shipped; snapshot when due.
+    def sync(self, reason: str, snapshot: bool = False) -> SyncedChain:
+        """Capture, append, ship; checkpoint what shipped; snapshot when due, or now when
+        ``snapshot`` is asked (a manual ``upload``: ``K`` then holds every committed row).
 
         ``StoreUnavailable`` when S3 did not take the queue (it stays queued, bounded, for the
         next sync); ``Fenced`` when a newer holder owns the chain.
         """
+        synced = self._sync(reason)
+        if not snapshot:
+            return synced
+        self._snapshot_now(reason)
+        return dataclasses.replace(synced, snapshot=True)
+
+    def _sync(self, reason: str) -> SyncedChain:
         writer = self.writer
         assert writer is not None
         started = self._clock()
@@ -173,6 +185,20 @@ class ChainSync:
         return SyncedChain(appended, shipped.shipped, shipped.queued, snapshot)
 
     # -- snapshots ----------------------------------------------------------------------------
+
+    def _snapshot_now(self, reason: str) -> None:
+        """A snapshot of ``K`` at the chain's end, written before returning, and its backup."""
+        writer = self.writer
+        assert writer is not None
+        self._settle_snapshot(writer, lambda: SNAPSHOT_WAIT_SECONDS)
+        base = self._call(lambda: writer.snapshot(reason=reason), "write a snapshot")
+        self._snapshot_owed = False
+        self.log.info(f"Snapshot written to s3://{self.store.bucket}/{self.store.key}",
+                      extra={"position": base.txid, "size": base.size, "reason": reason})
+        database = self.store.current.database
+        info = self._call(lambda: database.head(version_id=base.version_id), "find the snapshot")
+        if info is not None:
+            timestamped_backup(database, info, self.log, self._call)
 
     def _snapshot_step(self, writer: ChainWriter, queued: int) -> bool:
         """Publish a finished upload of ``K``, or start one when due; ``True`` once published.
@@ -308,11 +334,15 @@ class ChainSync:
         for warning in stopped.warnings:
             self.log.warning(f"Replication: {warning}")
             emit(self.metrics, "ReplicationWarning", phase="stop")
+        base = stopped.snapshot
+        held = base is not None and base.source == OBJECT
         proof = {
             "holder": self.keeper.holder, "token": self.keeper.token, "reason": "shutdown",
-            "at": time.time(), "position": stopped.position,
-            "sha256": stopped.snapshot.sha256 if stopped.snapshot else None,
-            "size": stopped.snapshot.size if stopped.snapshot else 0,
+            "at": time.time(), "generation": writer.generation, "position": stopped.position,
+            "sha256": base.sha256 if base else None, "size": base.size if base else 0,
+            # The version of K holding that state, as the whole-file layout records it.
+            "key": self.store.key, "etag": base.etag if held else None,
+            "version_id": base.version_id if held else None,
         }
         # The control plane's verified stop reads this as well as the manifest's ``stopped``
         # (which a skipped snapshot may have left unwritten).

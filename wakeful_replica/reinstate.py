@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import apsw
+
 from chalicelib import sources, text
 from chalicelib.errors import LeaseHeld, WakefulError
 from chalicelib.files import sha256_file
@@ -65,8 +67,11 @@ class Point:
     generation: str | None = None
     at: dt.datetime | None = None
     source: ObjectInfo | None = None
+    file: str | None = None  # a local database file (``upload``: the operator's own copy)
 
     def label(self) -> str:
+        if self.file is not None:
+            return self.file
         if self.source is not None:
             return object_label(self.source)
         if self.txid is not None:
@@ -111,6 +116,11 @@ class Rebuilt:
 
 def rebuild(chain: ChainStore, store: DatabaseStore, point: Point, path: str) -> Rebuilt:
     """Rebuild ``point`` into ``path`` and check it (``integrity_check``)."""
+    if point.file is not None:
+        _copy_database(point.file, path)
+        check(path, full=True)
+        return Rebuilt(path, sha256_file(path), os.path.getsize(path), None, None,
+                       int(os.path.getmtime(point.file) * 1000))
     if point.source is not None:
         digest = fetch_verified(store, point.source, path, full=True)
         return Rebuilt(path, digest, os.path.getsize(path), None, None,
@@ -131,6 +141,23 @@ def rebuild(chain: ChainStore, store: DatabaseStore, point: Point, path: str) ->
     check(path, full=True)
     return Rebuilt(path, sha256_file(path), os.path.getsize(path), restored.generation,
                    restored.txid, restored.timestamp_ms)
+
+
+def _copy_database(source: str, destination: str) -> None:
+    """A consistent copy of a database at rest, its WAL included (SQLite's backup API, through
+    APSW's fixed SQLite: never a second connection with the WAL-reset bug)."""
+    if not os.path.exists(source):
+        raise NothingToRestore(f"no database at {source}")
+    src = apsw.Connection(source, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        dst = apsw.Connection(destination)
+        try:
+            with dst.backup("main", src, "main") as backup:
+                backup.step()
+        finally:
+            dst.close()
+    finally:
+        src.close()
 
 
 def _outside_the_window(chain: ChainStore, at: dt.datetime) -> str:
@@ -167,7 +194,7 @@ def _ignore(_error: WakefulError) -> None:
 
 def reinstate(
     table: LeaseTable, chain: ChainStore, store: DatabaseStore, point: Point, holder: str,
-    ttl: float = RESTORE_TTL, scratch: str | None = None,
+    ttl: float = RESTORE_TTL, scratch: str | None = None, reason: str = "restore",
     on_release_failure: Callable[[WakefulError], None] = _ignore,
 ) -> Reinstated:
     """Make ``point`` the current state of the chain and of ``K``, under the lease.
@@ -195,9 +222,10 @@ def reinstate(
             ) from exc
         run = ChainWriter(chain, writer, booted, os.path.join(folder, "replica"))
         hold.renew()
-        base = run.snapshot(reason="restore", backup=True)
+        base = run.snapshot(reason=reason, backup=True)
         stopped = run.stop(STOP_DEADLINE_S)
-        hold.record_upload(_upload_record(chain, holder, hold.token, base, stopped.position))
+        hold.record_upload(_upload_record(chain, holder, hold.token, base, stopped.position,
+                                          reason))
         store.prune_backups()
     return Reinstated(rebuilt, booted.generation, stopped.position, base)
 
@@ -212,12 +240,12 @@ def _check_the_end(chain: ChainStore) -> None:
 
 
 def _upload_record(
-    chain: ChainStore, holder: str, token: int, base: Base, position: int
+    chain: ChainStore, holder: str, token: int, base: Base, position: int, reason: str
 ) -> dict[str, Any]:
     """What the lease keeps as its last upload: today's fields, and the chain position."""
     return {
         "key": chain.key, "etag": base.etag, "version_id": base.version_id, "size": base.size,
-        "sha256": base.sha256, "holder": holder, "token": token, "reason": "restore",
+        "sha256": base.sha256, "holder": holder, "token": token, "reason": reason,
         "at": time.time(), "generation": base.generation, "position": position,
     }
 
