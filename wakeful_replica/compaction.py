@@ -209,6 +209,24 @@ def listed(ranges: Iterable[Range], after: int) -> tuple[Range, ...]:
         other != item and other[0] <= item[0] and item[1] <= other[1] for other in kept))
 
 
+def aligned(bases: Iterable[int], first: int, last: int,
+            spans: Sequence[int] = SPANS) -> list[Range]:
+    """Every range a writer may have compacted inside ``first..last``: the blocks aligned on
+    each base, up to the next one (where the compactor restarted). Retention deletes these
+    keys with the positions (no LIST: most may not exist, which DeleteObjects ignores)."""
+    points = sorted(set(bases))
+    found: set[Range] = set()
+    for index, base in enumerate(points):
+        until = min(last, points[index + 1]) if index + 1 < len(points) else last
+        for span in spans:
+            start = base + 1
+            while start + span - 1 <= until:
+                if start >= first:
+                    found.add((start, start + span - 1))
+                start += span
+    return sorted(found)
+
+
 # -- the S3 edge -------------------------------------------------------------------------------
 
 
@@ -269,6 +287,7 @@ def latest_ms(found: Found) -> int:
 
 
 __all__ = [
-    "COMPACTION", "FANOUT", "SPANS", "Compactions", "Compactor", "Merge", "block", "cover",
+    "COMPACTION", "FANOUT", "SPANS", "Compactions", "Compactor", "Merge", "aligned", "block",
+    "cover",
     "latest_ms", "listed", "merge", "same_state",
 ]

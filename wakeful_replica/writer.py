@@ -38,7 +38,7 @@ from wakeful_replica.chain import (
     empty_segment,
     now_ms,
 )
-from wakeful_replica.compaction import Compactions, Compactor, Merge, Range
+from wakeful_replica.compaction import Compactor, Merge, Range
 from wakeful_replica.current import accounted, file_snapshot
 from wakeful_replica.errors import (
     Fenced,
@@ -119,7 +119,7 @@ class ChainWriter:
         self._page_size, self._commit = _shape(self.shadow)
         self.fenced: Fenced | None = None
         self.warnings: list[str] = []
-        self.compactions = Compactions(store.objects, store.prefix)
+        self.compactions = store.compactions
         self._compactor = _compactor(booted, self._page_size, self._commit, policy)
         self._compacted: list[Range] = []  # landed since the manifest last named them
 

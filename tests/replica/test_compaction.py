@@ -20,7 +20,7 @@ from chalicelib import aws
 from tests.conftest import BUCKET
 from tests.fault_proxy import FaultProxy
 from tests.replica.holder import KEY, Holder, rows_of
-from wakeful_replica import cadence, compaction, ltx
+from wakeful_replica import cadence, compaction, ltx, retention
 from wakeful_replica.compaction import FANOUT, SPANS
 from wakeful_replica.errors import Fenced
 from wakeful_replica.store import ChainStore
@@ -199,6 +199,11 @@ def test_a_missing_or_corrupt_compaction_falls_back_to_its_positions(
         b - a + 1)
     report = store.verify(str(tmp_path))
     assert not report.ok and key in " ".join(report.problems)
+    # Boot reads the same way, and says so.
+    second = Holder(store, "task-b", 2, tmp_path / "b", policy=LONG_RUN)
+    assert rows_of(second.path) == holder.acked
+    assert any(key in warning for warning in second.booted.warnings)
+    second.close()
     holder.close()
 
 
@@ -246,4 +251,41 @@ def test_after_a_clean_stop_the_probe_reads_one_position(store, proxy, tmp_path)
     assert paths[-1].endswith(f"/{manifest.stopped.position + 1:016x}.ltx") or any(
         path.endswith(f"/{manifest.stopped.position + 1:016x}.ltx") for path in paths)
     assert rows_of(tmp_path / "r.db") == rows_of(holder.path)
+    holder.close()
+
+
+def test_retention_deletes_the_compactions_below_the_kept_base(store, tmp_path):
+    day = retention.DAY_MS
+    now = 1_900_000_000_000
+    holder = Holder(store, "task-a", 1, tmp_path / "a",
+                    policy=cadence.Policy(min_bytes=1 << 40, compaction_spans=(2, 4)))
+    clock = Clock(now - 12 * day)
+    holder.chain._wall_ms = clock
+    for step in range(36):
+        clock.now = now - 12 * day + step * day // 3
+        holder.insert(3)
+        holder.sync()
+        if step % 9 == 8:
+            clock.now += 1
+            holder.chain.snapshot()
+    generation = holder.chain.generation
+
+    def compacted() -> list[tuple[int, int]]:
+        listing = boto3.client("s3").list_objects_v2(
+            Bucket=BUCKET, Prefix=f"{KEY}.wakeful/g/{generation}/c/")
+        return sorted(tuple(int(part, 16) for part in os.path.basename(item["Key"])[:-4]
+                            .split("-")) for item in listing.get("Contents", []))
+
+    before = compacted()
+    chosen = retention.plan(store.read_manifest(), now, 7 * day, spans=(2, 4))
+    assert chosen is not None
+    kept = chosen.keep_from.txid
+    assert [item for item in before if item[1] < kept]  # there were some below it
+    retention.apply(store, chosen)
+    after = compacted()
+    assert after and not [item for item in after if item[1] < kept]
+    assert [item for item in before if item[0] > kept] == after
+    restored = store.restore(str(tmp_path / "r.db"))
+    assert rows_of(tmp_path / "r.db") == holder.acked
+    assert restored.txid == holder.chain.shipped_position
     holder.close()
