@@ -161,6 +161,13 @@ class Compactor:
         self.first = base + 1 if first is None else first
         self._runs: list[Merge | None] = [None] * len(self.spans)
 
+    def skip(self, txid: int) -> list[Merge]:
+        """Position ``txid`` landed but is too large to merge (a full snapshot segment): no
+        run holding it is compacted."""
+        if txid > self.base:
+            self._runs = [None] * len(self.spans)
+        return []
+
     def landed(self, txid: int, segment: ltx.Segment) -> list[Merge]:
         """Position ``txid`` (this writer's own, landed) is in; the merges it completes,
         lowest level first."""

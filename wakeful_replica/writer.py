@@ -199,7 +199,8 @@ class ChainWriter:
             self.shipped_position = item.txid
             shipped += 1
             # Only now, landed with our token, may the position be part of a compaction.
-            due += self._compactor.landed(item.txid, ltx.decode(body))
+            due += self._compactor.landed(item.txid, ltx.decode(body)) if (
+                len(body) <= self._compactor.max_bytes) else self._compactor.skip(item.txid)
         if due and error is None:
             self._compact(due)
         if shipped and error is None:

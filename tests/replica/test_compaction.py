@@ -289,3 +289,27 @@ def test_retention_deletes_the_compactions_below_the_kept_base(store, tmp_path):
     assert rows_of(tmp_path / "r.db") == holder.acked
     assert restored.txid == holder.chain.shipped_position
     holder.close()
+
+
+def test_the_compactor_merges_only_whole_runs_of_its_own_positions():
+    def empty(txid: int) -> ltx.Segment:
+        return ltx.decode(ltx.encode(ltx.Header(512, 1, txid, txid, txid), []))
+
+    def feed(compactor, txids, skip=()):
+        done = []
+        for txid in txids:
+            merges = compactor.skip(txid) if txid in skip else compactor.landed(
+                txid, empty(txid))
+            done += [(merged.first, merged.last) for merged in merges]
+        return done
+
+    # Aligned on the base 1; this writer's first position is 4: the run 2..3 is not its own,
+    # 4..5 is; the level of 4 (2..5) starts before it.
+    compactor = compaction.Compactor(1, 4, spans=(2, 4))
+    assert feed(compactor, range(4, 10)) == [(4, 5), (6, 7), (8, 9), (6, 9)]
+    # A position too large to merge breaks every run holding it.
+    compactor = compaction.Compactor(1, 2, spans=(2, 4))
+    assert feed(compactor, range(2, 10), skip={4}) == [(2, 3), (6, 7), (8, 9), (6, 9)]
+    # After a new base (a snapshot marker at 9) runs align on it.
+    compactor.restart(9)
+    assert feed(compactor, range(10, 14)) == [(10, 11), (12, 13), (10, 13)]
