@@ -269,8 +269,9 @@ class Wakeful(Replicator):
 
     def carries_changes(self, request: Request) -> bool:
         path = request.path.split("?")[0]
+        # Compactions (``/c/``) merge positions already there, like Litestream's levels > 0.
         return (request.method == "PUT" and f"{self.key}.wakeful/" in path
-                and not path.endswith("manifest.json"))
+                and not path.endswith("manifest.json") and "/c/" not in path)
 
 
 class Litestream(Replicator):

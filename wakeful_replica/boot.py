@@ -133,6 +133,7 @@ class _Boot:
         if manifest.token > self.writer.token:
             raise Superseded(store.manifest_key, self.writer.token, manifest.token)
         restored = store.restorer.current(self.destination, manifest)
+        self.warnings.extend(restored.warnings)  # compactions read as positions instead
         current = store.current.head()
         known = [item for item in (manifest.accounted, _start_accounted(restored)) if item]
         found = classify(current, known)

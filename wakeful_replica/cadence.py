@@ -23,6 +23,8 @@ class Policy:
     max_age_s: float = RETENTION_DAYS * DAY / 2
     manifest_every_positions: int = 64
     manifest_every_s: float = 60.0
+    # Compaction levels, in positions (compaction.SPANS); () writes none.
+    compaction_spans: tuple[int, ...] = (8, 64, 512)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wakeful_replica.compaction import listed
 from wakeful_replica.errors import ConditionFailed, ManifestConflict, Superseded
 from wakeful_replica.objects import ONLY_IF_ABSENT, Objects, only_if_unchanged
 
@@ -113,6 +114,8 @@ class Manifest:
     accounted: Accounted | None = None
     stopped: Stop | None = None
     retained: dict[str, int] = field(default_factory=dict)  # generation -> first kept position
+    # generation -> compacted ranges (min, max txid) past its newest base (compaction.listed)
+    compactions: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     etag: str | None = field(default=None, compare=False)
 
     @property
@@ -130,6 +133,8 @@ class Manifest:
             "accounted": dataclasses.asdict(self.accounted) if self.accounted else None,
             "stopped": dataclasses.asdict(self.stopped) if self.stopped else None,
             "retained": self.retained,
+            "compactions": {gen: [list(item) for item in ranges]
+                            for gen, ranges in self.compactions.items() if ranges},
             "updated_at": time.time() if now is None else now,
         }, sort_keys=True).encode()
 
@@ -149,6 +154,8 @@ class Manifest:
             if accounted else None,
             stopped=Stop(**stopped) if stopped else None,
             retained={str(k): int(v) for k, v in (raw.get("retained") or {}).items()},
+            compactions={str(gen): tuple((int(a), int(b)) for a, b in ranges)
+                         for gen, ranges in (raw.get("compactions") or {}).items()},
             etag=etag,
         )
 
@@ -161,7 +168,20 @@ class Manifest:
         others = (item for item in self.history
                   if (item.generation, item.txid) != (base.generation, base.txid))
         history = (*others, base)
-        return dataclasses.replace(self, snapshot=base, history=history)
+        moved = dataclasses.replace(self, snapshot=base, history=history)
+        return moved.with_compactions(self.generation, ())
+
+    def with_compactions(
+        self, generation: str, ranges: Iterable[tuple[int, int]]
+    ) -> Manifest:
+        """This manifest also naming the compactions ``ranges`` of ``generation``: only the
+        current generation's, past its newest base, none inside another (a short list)."""
+        if generation != self.generation:
+            return dataclasses.replace(self, compactions={})
+        after = self.snapshot.txid if (
+            self.snapshot is not None and self.snapshot.generation == generation) else 1
+        kept = listed((*self.compactions.get(generation, ()), *ranges), after)
+        return dataclasses.replace(self, compactions={generation: kept} if kept else {})
 
 
 def move(seen: Manifest | None, new: Manifest) -> str:

@@ -12,6 +12,7 @@ the last good position is kept aside, never returned as the current database.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +22,7 @@ from typing import BinaryIO
 from chalicelib.errors import CorruptDatabase
 from chalicelib.files import remove_file
 from chalicelib.integrity import check
-from wakeful_replica import ltx
+from wakeful_replica import compaction, ltx
 from wakeful_replica.chain import (
     END,
     META_GENERATION,
@@ -31,12 +32,16 @@ from wakeful_replica.chain import (
     Found,
     Segments,
 )
+from wakeful_replica.compaction import Compactions, Range
 from wakeful_replica.errors import ChainBroken, CorruptSegment, NothingToRestore
 from wakeful_replica.manifest import OBJECT, Base, Manifest, Manifests
 from wakeful_replica.objects import Objects
 
-PROBE_BATCH = 8
+# Past the manifest: a first batch of 2 positions (1 after a recorded clean stop, where only a
+# stale holder's last write can follow), one more per batch that found every position.
+PROBE_BATCH = 2
 MAX_BATCH = 64
+log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 4096
 
 # Called after each applied position: (generation, txid, the database file so far).
@@ -58,6 +63,8 @@ class Restored:
     commit: int
     followed: tuple[tuple[str, int], ...] = ()  # (generation, its end position) passed through
     start: Found | None = None  # the start record read, when the restore went through one
+    fetched: int = 0  # segment and compaction GETs (the base and the manifest not counted)
+    warnings: tuple[str, ...] = ()  # compactions that were missing or bad (positions used)
 
 
 @dataclass
@@ -67,6 +74,7 @@ class VerifyReport:
     generations: list[str] = field(default_factory=list)
     positions: int = 0
     bases: int = 0
+    compactions: int = 0
     end: tuple[str, int] | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -87,6 +95,7 @@ class Restorer:
         self.concurrency = concurrency
         self.probe_batch = probe_batch
         self.max_batch = max_batch
+        self.compactions = Compactions(segments.objects, segments.prefix)
 
     # -- the three kinds of restore ---------------------------------------------------------
 
@@ -94,7 +103,9 @@ class Restorer:
         """The state at the end of the chain (what a boot continues from)."""
         manifest = manifest or self._manifest()
         return self._rebuild(
-            destination, manifest.generation, manifest.snapshot, manifest.position
+            destination, manifest.generation, manifest.snapshot, manifest.position,
+            compacted=manifest.compactions.get(manifest.generation, ()),
+            probe=_first_probe(manifest, manifest.generation, self.probe_batch),
         )
 
     def to_txid(
@@ -107,7 +118,8 @@ class Restorer:
         base = _base_at_or_before(manifest, generation, lambda item: item.txid <= txid)
         restored = self._rebuild(
             destination, generation, base, _known(manifest, generation), upto=txid,
-            follow=False,
+            follow=False, compacted=manifest.compactions.get(generation, ()),
+            probe=_first_probe(manifest, generation, self.probe_batch),
         )
         if restored.txid < txid:
             remove_file(destination)
@@ -129,7 +141,9 @@ class Restorer:
         generation = started[-1].id
         base = _base_at_or_before(manifest, generation, lambda item: item.at_ms <= at_ms)
         return self._rebuild(
-            destination, generation, base, _known(manifest, generation), before_ms=at_ms
+            destination, generation, base, _known(manifest, generation), before_ms=at_ms,
+            compacted=manifest.compactions.get(generation, ()),
+            probe=_first_probe(manifest, generation, self.probe_batch),
         )
 
     def _manifest(self) -> Manifest:
@@ -186,7 +200,33 @@ class Restorer:
                 except CorruptDatabase as exc:
                     report.problems.append(f"generation {generation}: {exc}")
             remove_file(target)
+        for generation, ranges in manifest.compactions.items():
+            for first, last in ranges:
+                report.compactions += 1
+                problem = self._check_compaction(generation, first, last)
+                if problem:
+                    report.problems.append(problem)
         return report
+
+    def _check_compaction(self, generation: str, first: int, last: int) -> str | None:
+        """Whether the named compaction ``first..last`` is the merge of its positions."""
+        where = self.compactions.key(generation, first, last)
+        try:
+            found = self.compactions.get(generation, first, last)
+        except CorruptSegment as exc:
+            return f"compaction {where}: {exc}"
+        if found is None:
+            return f"compaction {where} is missing"
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            parts = list(pool.map(lambda n: self._fetch(generation, n),
+                                  range(first, last + 1)))
+        for number, part in enumerate(parts, start=first):
+            if not isinstance(part, Found):
+                return f"compaction {where}: position {number} cannot be read to check it"
+        merged = ltx.decode(compaction.merge(first, [part.segment for part in parts]))
+        if not compaction.same_state(found.segment, merged):
+            return f"compaction {where} is not the merge of positions {first}..{last}"
+        return None
 
     def _check_base(self, base: Base, out: BinaryIO, report: VerifyReport) -> None:
         out.flush()
@@ -213,7 +253,8 @@ class Restorer:
     def _rebuild(
         self, destination: str, generation: str, base: Base | None, known: int, *,
         upto: int | None = None, before_ms: int | None = None, follow: bool = True,
-        visit: Visitor | None = None,
+        visit: Visitor | None = None, compacted: tuple[Range, ...] = (),
+        probe: int | None = None,
     ) -> Restored:
         partial = destination + ".partial"
         remove_file(partial)
@@ -226,15 +267,15 @@ class Restorer:
                 [pool.submit(self._write_base, out, base)] if base is not None else []
             )
             gen = generation
+            walk = _Walk(known, upto, before_ms, compacted, probe or self.probe_batch)
             while True:
-                moved = self._walk(
-                    pool, out, pending, gen, progress, known, upto, before_ms, visit, partial
-                )
+                moved = self._walk(pool, out, pending, gen, progress, walk, visit, partial)
                 if pending:
                     progress.txid = self._base_result(pending.pop(), partial)
                 if moved is None or not follow:
                     break
-                gen, known = moved, 0
+                # A generation the manifest does not name: no compactions, probe from 2.
+                gen, walk = moved, _Walk(0, upto, before_ms, (), self.probe_batch)
         if progress.txid == 0:
             remove_file(partial)
             raise NothingToRestore(f"generation {generation} holds no state")
@@ -243,21 +284,24 @@ class Restorer:
         return Restored(
             destination, progress.generation, progress.txid, progress.applied, base,
             progress.changed, progress.timestamp_ms, page_size, commit,
-            tuple(progress.followed), progress.start,
+            tuple(progress.followed), progress.start, progress.fetched,
+            tuple(progress.warnings),
         )
 
     def _walk(
         self, pool: ThreadPoolExecutor, out: BinaryIO, pending: list[Future[int]], gen: str,
-        progress: _Progress, known: int, upto: int | None, before_ms: int | None,
-        visit: Visitor | None, partial: str,
+        progress: _Progress, walk: _Walk, visit: Visitor | None, partial: str,
     ) -> str | None:
         """Apply ``gen``'s positions after ``progress``; the next generation if it ended."""
+        known, upto, before_ms = walk.known, walk.upto, walk.before_ms
         first = progress.txid + 1 if progress.generation == gen else 1
-        for number, item in self._positions(pool, gen, first, known, upto):
+        for number, item in self._positions(pool, gen, first, walk, progress):
             if pending:
                 progress.txid = self._base_result(pending.pop(), partial)
             if gen == progress.generation and number <= progress.txid:
-                continue  # an unversioned K held a later state of this generation
+                # An unversioned K held a later state of this generation. (A compaction
+                # reaching past it is still exact: its merge applies to any state inside it.)
+                continue
             if isinstance(item, CorruptSegment):
                 self._broken(partial, gen, number, str(item), progress)
             if item is None:
@@ -280,29 +324,80 @@ class Restorer:
         return None
 
     def _positions(
-        self, pool: ThreadPoolExecutor, generation: str, first: int, known: int,
-        upto: int | None,
+        self, pool: ThreadPoolExecutor, generation: str, first: int, walk: _Walk,
+        progress: _Progress,
     ) -> Iterator[tuple[int, Found | CorruptSegment | None]]:
-        """Positions from ``first`` in order, fetched in parallel windows; ends at a gap."""
-        number, batch = first, self.probe_batch
-        while upto is None or number <= upto:
-            if number <= known:
-                size = min(self.max_batch, known - number + 1)
-            else:
-                size, batch = batch, min(batch * 2, self.max_batch)
-            if upto is not None:
-                size = min(size, upto - number + 1)
-            window = range(number, number + size)
-            for position, item in zip(
-                window, pool.map(lambda n: self._fetch(generation, n), window), strict=True
+        """Positions from ``first`` in order; ends at a gap.
+
+        Up to what the manifest vouches for: the fewest steps (its compactions, then single
+        positions), fetched in parallel windows; a compaction that is missing, bad, or past a
+        ``before_ms`` is replaced by its positions. Past it: batches that grow while every
+        position is there.
+        """
+        number, upto = first, walk.upto
+        limit = walk.known if upto is None else min(walk.known, upto)
+        steps = compaction.cover(number, limit, walk.compacted)
+        for start in range(0, len(steps), self.max_batch):
+            window = steps[start:start + self.max_batch]
+            progress.fetched += len(window)
+            for (a, b), item in zip(
+                window, pool.map(lambda step: self._fetch(generation, *step), window),
+                strict=True,
             ):
+                if a == b:
+                    yield a, item
+                    if item is None or isinstance(item, CorruptSegment):
+                        return
+                    continue
+                if self._usable(generation, a, b, item, walk.before_ms, progress):
+                    assert isinstance(item, Found)
+                    yield b, item
+                    continue
+                for position, single in self._window(pool, generation, range(a, b + 1),
+                                                     progress):
+                    yield position, single
+                    if single is None or isinstance(single, CorruptSegment):
+                        return
+        number = max(number, limit + 1)
+        batch = walk.probe
+        while upto is None or number <= upto:
+            size = batch if upto is None else min(batch, upto - number + 1)
+            window = range(number, number + size)
+            for position, item in self._window(pool, generation, window, progress):
                 yield position, item
                 if item is None or isinstance(item, CorruptSegment):
                     return
             number += size
+            batch = min(batch + 1, self.max_batch)
 
-    def _fetch(self, generation: str, txid: int) -> Found | CorruptSegment | None:
+    def _window(
+        self, pool: ThreadPoolExecutor, generation: str, window: range, progress: _Progress,
+    ) -> Iterator[tuple[int, Found | CorruptSegment | None]]:
+        progress.fetched += len(window)
+        yield from zip(window, pool.map(lambda n: self._fetch(generation, n), window),
+                       strict=True)
+
+    def _usable(
+        self, generation: str, a: int, b: int, item: Found | CorruptSegment | None,
+        before_ms: int | None, progress: _Progress,
+    ) -> bool:
+        """Whether a compaction stands for ``a..b`` here; warns when it should and cannot."""
+        if isinstance(item, Found):
+            # Inside the range a position may be past the time asked for: use the positions.
+            return before_ms is None or compaction.latest_ms(item) <= before_ms
+        what = "missing" if item is None else f"unreadable ({item})"
+        warning = (f"compaction {self.compactions.key(generation, a, b)} is {what}: "
+                   f"reading positions {a}..{b} instead")
+        log.warning(warning)
+        progress.warnings.append(warning)
+        return False
+
+    def _fetch(
+        self, generation: str, txid: int, last: int | None = None
+    ) -> Found | CorruptSegment | None:
         try:
+            if last is not None and last != txid:
+                return self.compactions.get(generation, txid, last)
             return self.segments.get(generation, txid)
         except CorruptSegment as exc:
             return exc
@@ -361,13 +456,16 @@ class _Progress:
         self.changed = False
         self.followed: list[tuple[str, int]] = []
         self.start: Found | None = None
+        self.fetched = 0
+        self.warnings: list[str] = []
 
     def applied_at(self, generation: str, txid: int, found: Found) -> None:
         header = found.segment.header
         if generation != self.generation or header.is_snapshot:
             self.changed = True
         self.generation, self.txid, self.timestamp_ms = generation, txid, header.timestamp_ms
-        self.applied += 1
+        # A compaction stands for every position of its range.
+        self.applied += header.max_txid - header.min_txid + 1 if header.min_txid > 1 else 1
         self.changed = self.changed or bool(found.segment.pages)
         if txid == 1:
             self.start = found
@@ -375,6 +473,18 @@ class _Progress:
     def ended(self, generation: str, position: int) -> None:
         self.followed.append((generation, position))
 
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """How one generation is walked: how far the manifest vouches (``known``), where to stop
+    (``upto``, ``before_ms``), the compactions it names, the first probe batch."""
+
+    known: int
+    upto: int | None
+    before_ms: int | None
+    compacted: tuple[Range, ...]
+    probe: int
 
 
 class _Discard:
@@ -388,6 +498,16 @@ def _known(manifest: Manifest, generation: str) -> int:
         return manifest.position
     info = manifest.generation_info(generation)
     return info.end - 1 if info is not None and info.end else 0
+
+
+def _first_probe(manifest: Manifest, generation: str, default: int) -> int:
+    """1 after a clean stop recorded at the manifest's position: only a stale holder's last
+    write (or a boot's claim whose manifest update was lost) can follow it."""
+    stopped = manifest.stopped
+    if (generation == manifest.generation and stopped is not None
+            and stopped.position >= manifest.position):
+        return 1
+    return default
 
 
 def _base_at_or_before(

@@ -16,8 +16,10 @@ forward, so such a write changes no state anyone rebuilds.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from wakeful_replica.compaction import SPANS, aligned
 from wakeful_replica.manifest import SEGMENT, Base, Generation, Manifest
 from wakeful_replica.store import ChainStore
 
@@ -28,14 +30,21 @@ DAY_MS = 86_400_000
 class Plan:
     keep_from: Base  # S*: the oldest base a restore point inside the window can need
     delete: tuple[tuple[str, int, int], ...]  # (generation, first, last) positions, inclusive
+    # (generation, first, last) of the compactions that may exist inside ``delete``
+    compactions: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def positions(self) -> int:
         return sum(last - first + 1 for _, first, last in self.delete)
 
 
-def plan(manifest: Manifest, now_ms: int, window_ms: int) -> Plan | None:
-    """What may go, or ``None`` when every base is still inside the window."""
+def plan(
+    manifest: Manifest, now_ms: int, window_ms: int, spans: Sequence[int] = SPANS
+) -> Plan | None:
+    """What may go, or ``None`` when every base is still inside the window.
+
+    ``spans`` are the compaction levels the writers used (``cadence.Policy``).
+    """
     epochs = {item.id: item.epoch for item in manifest.lineage}
     epochs.setdefault(manifest.generation, manifest.epoch)
     order = {
@@ -60,7 +69,12 @@ def plan(manifest: Manifest, now_ms: int, window_ms: int) -> Plan | None:
         delete.append((keep.generation, first, last))
     if not delete and len(manifest.history) == len(_kept(manifest, keep, order)):
         return None
-    return Plan(keep, tuple(delete))
+    compactions = tuple(
+        (generation, a, b) for generation, first, last in delete
+        for a, b in aligned([1, *(item.txid for item in manifest.history
+                                  if item.generation == generation)], first, last, spans)
+    )
+    return Plan(keep, tuple(delete), compactions)
 
 
 def _kept(
@@ -78,6 +92,8 @@ def apply(store: ChainStore, chosen: Plan) -> Manifest:
         for generation, first, last in chosen.delete
         for position in range(first, last + 1)
     ]
+    keys += [store.compactions.key(generation, first, last)
+             for generation, first, last in chosen.compactions]
     store.objects.delete(keys)
     keep = chosen.keep_from
 

@@ -16,6 +16,7 @@ from chalicelib import aws
 from chalicelib.store import DatabaseStore
 from wakeful_replica import cadence
 from wakeful_replica.chain import Claimed, Found, SegmentInfo, Segments, Writer, now_ms
+from wakeful_replica.compaction import Compactions
 from wakeful_replica.current import CurrentObject
 from wakeful_replica.manifest import Manifest, Manifests
 from wakeful_replica.objects import Objects
@@ -38,6 +39,7 @@ class ChainStore:
         self.client = client or aws.client("s3", region, endpoint_url)
         self.objects = Objects(bucket, self.client)
         self.segments = Segments(self.objects, self.prefix)
+        self.compactions = Compactions(self.objects, self.prefix)
         self.manifests = Manifests(self.objects, self.prefix + "manifest.json")
         self.current = CurrentObject(self.objects, key, self.client, database)
         self.restorer = Restorer(self.objects, self.segments, self.manifests, key,

@@ -30,7 +30,7 @@ from chalicelib.errors import StoreError, StoreUnavailable
 from chalicelib.files import remove_file
 from chalicelib.integrity import check
 from wakeful_replica import cadence, ltx
-from wakeful_replica.boot import Booted
+from wakeful_replica.boot import RESUMED, Booted
 from wakeful_replica.chain import (
     META_SNAPSHOT_SHA256,
     SNAPSHOT,
@@ -38,6 +38,7 @@ from wakeful_replica.chain import (
     empty_segment,
     now_ms,
 )
+from wakeful_replica.compaction import Compactor, Merge, Range
 from wakeful_replica.current import accounted, file_snapshot
 from wakeful_replica.errors import (
     Fenced,
@@ -120,6 +121,9 @@ class ChainWriter:
         self._page_size, self._commit = _shape(self.shadow)
         self.fenced: Fenced | None = None
         self.warnings: list[str] = []
+        self.compactions = store.compactions
+        self._compactor = _compactor(booted, self._page_size, self._commit, policy)
+        self._compacted: list[Range] = []  # landed since the manifest last named them
 
     # -- appending --------------------------------------------------------------------------
 
@@ -184,23 +188,42 @@ class ChainWriter:
         self._check_fence()
         shipped = 0
         error: StoreUnavailable | None = None
+        due: list[Merge] = []
         while (item := self.queue.peek()) is not None:
+            body = item.read()
             try:
-                self._guarded(lambda: self.store.segments.write(
-                    self.generation, item.read(), self.writer))
+                self._guarded(lambda body=body: self.store.segments.write(
+                    self.generation, body, self.writer))
             except StoreUnavailable as exc:
                 error = exc
                 break
             self.queue.pop(item.txid)
             self.shipped_position = item.txid
             shipped += 1
+            # Only now, landed with our token, may the position be part of a compaction.
+            due += self._compactor.landed(item.txid, ltx.decode(body)) if (
+                len(body) <= self._compactor.max_bytes) else self._compactor.skip(item.txid)
+        if due and error is None:
+            self._compact(due)
         if shipped and error is None:
             self._maybe_advance_manifest()
         return Shipped(shipped, len(self.queue), self.queue.overflowed, error)
 
+    def _compact(self, due: list[Merge]) -> None:
+        """Write the compactions the landed positions completed; a failed one is skipped
+        (a restore reads its positions instead)."""
+        for merged in due:
+            try:
+                self._compacted.append(
+                    self.compactions.write(self.generation, merged, self.writer))
+            except StoreUnavailable:
+                continue
+
     def _maybe_advance_manifest(self) -> None:
         since_position, since_time = self._manifest_at
-        if cadence.manifest_due(
+        # A landed compaction moves the manifest too: named there, a restore reads it
+        # instead of its positions, and probes only past it.
+        if self._compacted or cadence.manifest_due(
             self.policy, self.shipped_position - since_position, self._clock() - since_time
         ):
             with contextlib.suppress(StoreUnavailable):
@@ -208,6 +231,7 @@ class ChainWriter:
 
     def advance_manifest(self, stopped: Stop | None = None) -> Manifest:
         position = self.shipped_position
+        compacted = tuple(self._compacted)
 
         def change(seen: Manifest | None) -> Manifest:
             base = seen or self.manifest
@@ -215,10 +239,11 @@ class ChainWriter:
                 base, generation=self.generation, position=max(position, base.position)
                 if base.generation == self.generation else position,
                 token=self.writer.token, holder=self.writer.holder, stopped=stopped,
-            )
+            ).with_compactions(self.generation, compacted)
 
         self.manifest = self._guarded(lambda: self.store.manifests.update(change))
         self._manifest_at = (position, self._clock())
+        del self._compacted[:len(compacted)]
         return self.manifest
 
     # -- snapshots --------------------------------------------------------------------------
@@ -254,6 +279,8 @@ class ChainWriter:
         self.shipped_position = position
         self._since = cadence.Since()
         self._since_started = self._clock()
+        # The marker's state is the next base: compactions restart after it.
+        self._compactor.restart(position)
         return PendingSnapshot(position, path, sha, size, timestamp, reason)
 
     def write_current(self, pending: PendingSnapshot) -> PendingSnapshot:
@@ -372,6 +399,21 @@ class ChainWriter:
     def _check_fence(self) -> None:
         if self.fenced is not None:
             raise self.fenced
+
+
+def _compactor(
+    booted: Booted, page_size: int, commit: int, policy: cadence.Policy
+) -> Compactor:
+    """The compactor of a run: aligned on the newest base; it folds in this writer's own
+    positions only, from its claim (an empty segment it wrote at boot) on."""
+    base = booted.snapshot.txid if (
+        booted.snapshot is not None and booted.snapshot.generation == booted.generation) else 1
+    if booted.how != RESUMED:
+        return Compactor(base, booted.position + 1, policy.compaction_spans)
+    compactor = Compactor(base, booted.position, policy.compaction_spans)
+    claim = empty_segment(page_size, commit, booted.position, booted.timestamp_ms)
+    compactor.landed(booted.position, ltx.decode(claim))
+    return compactor
 
 
 def _shape(shadow: Shadow) -> tuple[int, int]:

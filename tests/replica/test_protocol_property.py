@@ -18,6 +18,7 @@ optionally ``WAKEFUL_PROPERTY_STEPS``) runs a larger random one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sqlite3
@@ -41,6 +42,7 @@ from chalicelib.errors import StoreUnavailable
 from tests.conftest import BUCKET, create_bucket
 from tests.fault_proxy import FaultProxy, s3_put
 from tests.replica.holder import KEY, Holder, rows_of
+from wakeful_replica import cadence
 from wakeful_replica.boot import OPERATOR_RESTORE
 from wakeful_replica.current import is_wakeful_snapshot
 from wakeful_replica.errors import Fenced, OutOfBandUpload
@@ -49,6 +51,8 @@ from wakeful_replica.store import ChainStore
 EXAMPLES = int(os.environ.get("WAKEFUL_PROPERTY_EXAMPLES", "0"))
 STEPS = int(os.environ.get("WAKEFUL_PROPERTY_STEPS", "0"))
 MAX_HOLDERS = 3
+# Compactions every 2 and 4 positions, so short runs write them, stale holders included.
+POLICY = cadence.Policy(compaction_spans=(2, 4))
 
 
 def current_put(request) -> bool:
@@ -57,6 +61,7 @@ def current_put(request) -> bool:
 
 LOSABLE = {
     "segment": s3_put("/g/"),
+    "compaction": s3_put("/c/"),
     "manifest": s3_put("manifest.json"),
     "current": current_put,
 }
@@ -89,7 +94,7 @@ class Protocol(RuleBasedStateMachine):
     def _boot(self) -> Holder:
         self.token += 1
         holder = Holder(self.store, f"task-{self.token}", self.token,
-                        self.work / f"h{self.token}")
+                        self.work / f"h{self.token}", policy=POLICY)
         if self.operator_rows is not None:
             # An operator's copy waiting at K is honoured by the first boot after it.
             assert holder.booted.how == OPERATOR_RESTORE, holder.booted.how
@@ -217,6 +222,14 @@ class Protocol(RuleBasedStateMachine):
         assert self.last_rows <= rows, "the current state moved backwards"
         self.last_rows = rows
         self.checks += 1
+        # The compactions the manifest names change nothing: the same bytes as the positions.
+        manifest = self.reader.read_manifest()
+        if manifest is not None and manifest.compactions:
+            plain = self.work / "positions.db"
+            self.reader.restorer.current(
+                str(plain), dataclasses.replace(manifest, compactions={}))
+            self.reader.restorer.current(str(target), manifest)
+            assert plain.read_bytes() == target.read_bytes(), "a compaction changed the state"
         head = self.reader.current.head()
         if head is not None and is_wakeful_snapshot(head.metadata):
             k_path = self.work / "k.db"
