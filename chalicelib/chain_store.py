@@ -47,7 +47,7 @@ class ChainReader:
         except aws.CALL_ERRORS as exc:
             if _missing(exc):
                 return None
-            raise _unavailable(f"get {key}", exc) from exc
+            raise _unavailable(f"get {key}", exc, chain.prefix(self.key)) from exc
         return chain.parse_manifest(data, self.url(key))
 
     def head(self, generation: str, position: int) -> ChainSegment | None:
@@ -58,7 +58,7 @@ class ChainReader:
         except aws.CALL_ERRORS as exc:
             if _missing(exc):
                 return None
-            raise _unavailable(f"head {key}", exc) from exc
+            raise _unavailable(f"head {key}", exc, chain.prefix(self.key)) from exc
         return chain.segment_of(
             generation, position, response.get("Metadata") or {},
             response["LastModified"].timestamp(),
@@ -76,7 +76,8 @@ class ChainReader:
         except aws.CALL_ERRORS as exc:
             if _missing(exc):
                 return segment  # retention removed it since its HEAD: keep what that said
-            raise _unavailable(f"get the header of {key}", exc) from exc
+            raise _unavailable(f"get the header of {key}", exc,
+                               chain.prefix(self.key)) from exc
         at = chain.ltx_timestamp(header, segment.position)
         if at is None:
             return segment
@@ -102,11 +103,13 @@ def _missing(exc: BaseException) -> bool:
     return aws.http_status(exc) == 404 or aws.error_code(exc) in _MISSING
 
 
-def _unavailable(what: str, exc: BaseException) -> StoreUnavailable:
+def _unavailable(what: str, exc: BaseException, prefix: str) -> StoreUnavailable:
     failure = aws.translate(exc)
     hint = ""
     if failure.status == 403:
-        hint = " (the control plane needs s3:GetObject on the key's .wakeful/* objects)"
+        # Without ListBucket on the prefix, S3 answers a missing key with 403 too.
+        hint = (f" (403: the control plane needs s3:GetObject on {prefix}* and s3:ListBucket "
+                f"with that prefix)")
     error = StoreUnavailable(f"S3 {what} failed: {exc}{hint}")
     error.retryable = failure.transient
     return error

@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 
-from chalicelib.chain import manifest_key
+from chalicelib.chain import MAX_PROBES, manifest_key
+from chalicelib.chain_store import ChainReader
 from chalicelib.control import ControlPlane
+from chalicelib.errors import StoreUnavailable
+from chalicelib.events import parse_event
 from chalicelib.lease import FREE
 from tests.agent_harness import (
     IDLE,
@@ -36,7 +40,10 @@ from tests.conftest import BUCKET, TABLE
 from tests.controlplane.agent_double import AgentDouble
 from tests.controlplane.conftest import build_plane, ecs_tasks, event
 from tests.controlplane.test_end_to_end import task_metadata  # noqa: F401 - a fixture
+from tests.fault_proxy import FaultProxy, fault_proxy
+from tests.replica.holder import Holder
 from wakeful_replica.chain import Writer
+from wakeful_replica.manifest import Manifest
 from wakeful_replica.store import ChainStore
 
 KEY = "db.sqlite3"
@@ -241,3 +248,120 @@ def test_status_of_a_bucket_without_a_chain_has_no_chain(settings):
     reply = build_plane(settings).status()
     assert reply.status == 200
     assert reply.body["chain"] is None
+
+
+# -- the chain's reads at the network edge ----------------------------------------------------
+
+
+def chain_through(plane: ControlPlane, proxy: FaultProxy) -> None:
+    """The control plane reads the chain through ``proxy`` (everything else goes direct)."""
+    plane.chain = ChainReader(BUCKET, KEY, client=boto3.client("s3", endpoint_url=proxy.url))
+
+
+def killed_holder(
+    plane: ControlPlane, settings: Any, tmp_path: Path, syncs: int
+) -> dict[str, Any]:
+    """A task whose holder shipped ``syncs`` segments past its boot with the replica store,
+    then died: the manifest stays at the boot (it moves every 64 positions or 60 s)."""
+    task, reservation = woken(plane)
+    lease = AgentDouble(settings, task["taskArn"], tmp_path).acquire(reservation)
+    holder = Holder(ChainStore(BUCKET, KEY), task["taskArn"], lease.token, tmp_path / "holder")
+    for _ in range(syncs):
+        holder.insert(3)
+        holder.sync()
+    holder.close()
+    return task
+
+
+def test_the_probe_for_a_killed_holders_last_segment_sends_heads_and_no_list(
+    settings, moto_server, tmp_path
+):
+    plane = build_plane(settings)
+    task = killed_holder(plane, settings, tmp_path, syncs=40)
+    store = ChainStore(BUCKET, KEY)
+    manifest = store.read_manifest()
+    generation, position, captured_at = chain_end(store)
+    assert manifest is not None and position >= manifest.position + 40
+    killed = event("task-stopped-exit-137.json", task)
+    killed["detail"]["stoppedAt"] = captured_at + 2
+
+    with fault_proxy(moto_server.url) as proxy:
+        chain_through(plane, proxy)
+        assert plane.handle_event(killed) == "unsynced"
+        sent = proxy.requests
+    record = lease_item().last_unsynced_stop
+    assert (record["last_segment"]["generation"], record["last_segment"]["position"]) == (
+        generation, position)
+    assert record["window_seconds"] == 2
+    assert not [r for r in sent if r.is_list]
+    heads = [r for r in sent if r.method == "HEAD"]
+    gets = [r for r in sent if r.method == "GET"]
+    assert 0 < len(heads) <= MAX_PROBES
+    assert len(gets) == 2  # the manifest, and the last segment's 100-byte header
+    assert len(sent) == len(heads) + len(gets)
+
+
+def test_a_refused_chain_read_is_logged_and_the_stop_accounted_without_it(
+    settings, moto_server, tmp_path
+):
+    plane = build_plane(settings)
+    task, reservation = woken(plane)
+    agent = AgentDouble(settings, task["taskArn"], tmp_path)
+    agent.acquire(reservation)
+    agent.write(2)
+    agent.upload("shutdown")
+    boto3.client("s3").put_object(
+        Bucket=BUCKET, Key=MANIFEST, Body=Manifest(generation="g", position=1, token=1,
+                                                   holder=task["taskArn"]).body())
+    with fault_proxy(moto_server.url) as proxy:
+        chain_through(plane, proxy)
+        # An IAM policy without KEY.wakeful/*: S3 answers 403.
+        proxy.fail(403, lambda r: ".wakeful/" in r.path, code="AccessDenied")
+        assert plane.handle_event(event("task-stopped-exit-0.json", task)) == "verified"
+    [(message, extra)] = plane.log.at("ERROR")
+    assert message == "Could not read the chain's manifest: this stop is accounted without it"
+    assert extra["manifest"] == f"s3://{BUCKET}/{MANIFEST}"
+    assert "s3:GetObject" in extra["error"] and "403" in extra["error"]
+
+
+def test_refused_heads_leave_the_window_to_the_object_and_the_lease(
+    settings, moto_server, tmp_path
+):
+    plane = build_plane(settings)
+    task = killed_holder(plane, settings, tmp_path, syncs=3)
+    killed = event("task-stopped-exit-137.json", task)
+    killed["detail"]["stoppedAt"] = time.time()
+    with fault_proxy(moto_server.url) as proxy:
+        chain_through(plane, proxy)
+        proxy.fail(403, lambda r: r.method == "HEAD" and "/g/" in r.path, code="AccessDenied")
+        assert plane.handle_event(killed) == "unsynced"
+    errors = dict(plane.log.at("ERROR"))
+    assert "s3:GetObject" in errors["Could not probe the chain for the task's last segment"][
+        "error"]
+    record = lease_item().last_unsynced_stop
+    assert "last_segment" not in record
+    # From the task's start, as for an agent that never uploaded: never smaller than the truth.
+    started = parse_event(killed).task.started_at
+    assert record["window_seconds"] == killed["detail"]["stoppedAt"] - started
+
+
+def test_a_manifest_read_that_fails_for_now_is_retried_and_then_accounted(
+    settings, moto_server, tmp_path
+):
+    plane = build_plane(settings)
+    task, reservation = woken(plane)
+    agent = AgentDouble(settings, task["taskArn"], tmp_path)
+    agent.acquire(reservation)
+    agent.write(2)
+    agent.upload("shutdown")
+    stopped = event("task-stopped-exit-0.json", task)
+    with fault_proxy(moto_server.url) as proxy:
+        chain_through(plane, proxy)
+        outage = proxy.fail(503, lambda r: r.path.endswith("manifest.json"))
+        with pytest.raises(StoreUnavailable) as raised:
+            plane.handle_event(stopped)  # Lambda retries the event
+        assert raised.value.retryable
+        assert lease_item().state == "HELD"
+        proxy.remove(outage)
+        assert plane.handle_event(stopped) == "verified"
+    assert lease_item().state == FREE
