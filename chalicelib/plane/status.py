@@ -1,6 +1,5 @@
 """``GET /status``: the shared status report (``chalicelib.report``), with what the launcher
-says of the holder's task (the one door that also knows what ECS wants it to become), and
-the chain's position and last clean stop from its manifest (one GET) under ``chain``."""
+says of the holder's task (the one door that also knows what ECS wants it to become)."""
 
 from __future__ import annotations
 
@@ -11,12 +10,7 @@ from typing import Any
 
 from chalicelib import decisions, report
 from chalicelib.chain_store import ChainReader
-from chalicelib.errors import (
-    LeaseUnavailable,
-    MalformedManifest,
-    StoreUnavailable,
-    TaskControlError,
-)
+from chalicelib.errors import LeaseUnavailable, StoreUnavailable, TaskControlError
 from chalicelib.lease import LeaseTable
 from chalicelib.model import HELD, RESERVED, Lease
 from chalicelib.plane.reply import Reply, unavailable
@@ -36,32 +30,13 @@ class Status:
     def status(self) -> Reply:
         now = self.clock()
         try:
-            facts = report.read_facts(self.lease, self.store)
-            chain = self.chain_status()
+            facts = report.read_facts(self.lease, self.store, self.chain)
         except (LeaseUnavailable, StoreUnavailable) as exc:
             return unavailable(exc, self.log)
-        body = report.build(facts, self.task_status(facts.lease), now)
-        body["chain"] = chain
-        return Reply(200, body)
-
-    def chain_status(self) -> dict[str, Any] | None:
-        """The manifest's position, snapshot and stop record; ``None`` without a chain (the
-        whole-file layout). One it cannot read is reported, not failed on: the rest of the
-        report still holds. A transient S3 failure is raised."""
-        if self.chain is None:
-            return None
-        try:
-            manifest = self.chain.manifest()
-        except MalformedManifest as exc:
-            self.log.error("The chain's manifest is malformed",
-                           extra={"manifest": exc.where, "error": exc.reason})
-            return {"error": str(exc)}
-        except StoreUnavailable as exc:
-            if exc.retryable:
-                raise
-            self.log.error("Could not read the chain's manifest", extra={"error": str(exc)})
-            return {"error": str(exc)}
-        return manifest.summary() if manifest is not None else None
+        if facts.chain is not None and "error" in facts.chain:
+            self.log.error("Could not read the chain's manifest for the status report",
+                           extra={"error": facts.chain["error"]})
+        return Reply(200, report.build(facts, self.task_status(facts.lease), now))
 
     def task_status(self, lease: Lease) -> dict[str, Any] | None:
         """What ECS says of the task that holds (or was started for) the lease."""

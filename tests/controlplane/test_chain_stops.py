@@ -19,12 +19,14 @@ from typing import Any
 import boto3
 import pytest
 
+from chalicelib import report
 from chalicelib.chain import MAX_PROBES, manifest_key
 from chalicelib.chain_store import ChainReader
 from chalicelib.control import ControlPlane
 from chalicelib.errors import StoreUnavailable
 from chalicelib.events import parse_event
 from chalicelib.lease import FREE
+from chalicelib.store import DatabaseStore
 from tests.agent_harness import (
     IDLE,
     AgentProcess,
@@ -139,6 +141,9 @@ def test_a_graceful_stop_that_changed_nothing_is_verified_from_the_manifest_alon
     assert status["chain"]["position"] == manifest.position
     assert status["chain"]["stopped"]["holder"] == task_b["taskArn"]
     assert status["chain"]["stopped"]["position"] == manifest.stopped.position
+    # Every door's report says the same (the CLI's --direct, the agent's status).
+    direct = report.read_facts(plane.lease, DatabaseStore(BUCKET, KEY))
+    assert direct.chain == status["chain"]
 
 
 def test_a_sigkilled_chain_agent_is_unsynced_with_the_window_from_its_last_segment(
