@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib.chain_store import ChainReader
 from chalicelib.events import TaskState, family_of
 from chalicelib.lease import LeaseTable
 from chalicelib.ledger import TaskLedger
@@ -45,6 +46,7 @@ class ControlPlane:
         metrics: MetricSink,
         clock: Callable[[], float] = time.time,
         new_reservation: Callable[[], str] = lambda: str(uuid.uuid4()),
+        chain: ChainReader | None = None,
     ) -> None:
         self.settings = settings
         self.lease = lease
@@ -55,6 +57,8 @@ class ControlPlane:
         self.metrics = metrics
         self.clock = clock
         self.new_reservation = new_reservation
+        # The chain beside the database object; by default read through the store's client.
+        self.chain = chain
         self.family = family_of(settings.task_definition)
 
     # The rooms are built for each call from the attributes above, so that what a caller sets
@@ -63,7 +67,13 @@ class ControlPlane:
     def _accounting(self) -> Accounting:
         s = self.settings
         return Accounting(self.lease, self.store, self.ledger, self.log, self.metrics,
-                          s.cluster, self.family, s.app_port, self.clock)
+                          s.cluster, self.family, s.app_port, self.clock, self._chain())
+
+    def _chain(self) -> ChainReader:
+        if self.chain is not None:
+            return self.chain
+        store = self.store
+        return ChainReader(store.bucket, store.key, client=store.client)
 
     @classmethod
     def from_settings(
@@ -90,7 +100,8 @@ class ControlPlane:
 
     def status(self) -> Reply:
         """The status report (``GET /status``)."""
-        return Status(self.lease, self.store, self.launcher, self.log, self.clock).status()
+        return Status(self.lease, self.store, self.launcher, self.log, self.clock,
+                      self._chain()).status()
 
     def sleep(self) -> Reply:
         """Stop the backend gracefully (``POST /sleep``)."""

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.events import RUNNING, STOPPED, TaskState
-from chalicelib.model import HELD, RESERVED, Lease, ObjectInfo
+from chalicelib.model import (
+    HELD,
+    RESERVED,
+    ChainEvidence,
+    ChainSegment,
+    ChainStop,
+    Lease,
+    ObjectInfo,
+)
 
 SHUTDOWN = "shutdown"
 NOT_HOLDER = "wakeful: not the lease holder (one task at a time)"
@@ -90,16 +98,19 @@ def decide(
     now: float,
     app_port: int,
     held: bool = False,
+    chain: ChainEvidence | None = None,
+    held_token: int | None = None,
 ) -> TaskAction:
     """What a task state change means for the lease and the database.
 
     ``held``: the task's agent marked itself a holder (the task ledger), whatever the lease
-    item says now.
+    item says now; ``held_token``: the fencing token it marked, when known. ``chain``: what
+    the chain's manifest and segments say of the stop (a chain-mode agent's proof).
     """
     if task.last_status == RUNNING:
         return _running(task, lease, app_port)
     if task.last_status == STOPPED:
-        return decide_stop(task, lease, upload, now, held)
+        return decide_stop(task, lease, upload, now, held, chain, held_token)
     return Ignore(f"status {task.last_status} needs nothing")
 
 
@@ -117,7 +128,8 @@ def _running(task: TaskState, lease: Lease, app_port: int) -> TaskAction:
 
 
 def decide_stop(
-    task: TaskState, lease: Lease, upload: ObjectInfo | None, now: float, held: bool = False
+    task: TaskState, lease: Lease, upload: ObjectInfo | None, now: float, held: bool = False,
+    chain: ChainEvidence | None = None, held_token: int | None = None,
 ) -> TaskAction:
     """Account for a stopped task: verified, unsynced, failed to start, or never a holder."""
     if _held_by(task, lease):
@@ -130,14 +142,14 @@ def decide_stop(
         reason = task.stopped_reason or "TaskFailedToStart"
         record = {**task.describe(), "reason": reason, "detected_at": now}
         return FailedToStart(task.task_arn, reason, record, release)
-    proof = shutdown_upload(task.task_arn, lease, upload)
+    proof = shutdown_upload(task.task_arn, lease, upload, chain, held_token)
     if proof is not None:
         # An agent that uploaded but died before releasing leaves the lease to us.
         held = release if release == task.task_arn else None
         return VerifiedStop(task.task_arn, proof, held)
-    if not held and not _ever_held(task.task_arn, lease, upload):
+    if not held and not _ever_held(task.task_arn, lease, upload, chain):
         return NeverHeld(task.task_arn, release)
-    last_at = last_upload_at(task, lease, upload)
+    last_at = last_upload_at(task, lease, upload, chain)
     end = task.stopped_at or now
     window = max(0.0, end - last_at) if last_at is not None else None
     record = {
@@ -147,37 +159,64 @@ def decide_stop(
         "killed": task.killed,
         "detected_at": now,
     }
+    segment = _own_segment(task.task_arn, chain)
+    if segment is not None:
+        record["last_segment"] = segment.describe()
     return UnsyncedStop(task.task_arn, window, record, release)
 
 
 def shutdown_upload(
-    task_arn: str, lease: Lease, upload: ObjectInfo | None
+    task_arn: str, lease: Lease, upload: ObjectInfo | None,
+    chain: ChainEvidence | None = None, held_token: int | None = None,
 ) -> Mapping[str, Any] | None:
     """The proof that ``task_arn`` made its final upload, or ``None``.
 
-    The current object's metadata is the primary proof; the lease's ``last_upload`` (written by
-    the agent right after the upload) is accepted too, so a later writer's object does not
-    hide an earlier task's good stop.
+    The current object's metadata is the primary proof. A chain-mode agent's is the stop
+    record in the chain's manifest, which it writes whether or not its stop rewrote the
+    object (nothing changed since the last snapshot: it does not). The lease's
+    ``last_upload`` (written by the agent right after the upload) is accepted too, so a later
+    writer's object does not hide an earlier task's good stop.
     """
     if upload is not None and upload.holder == task_arn and upload.reason == SHUTDOWN:
         return upload.describe()
+    stop = chain.stopped if chain is not None else None
+    if stop is not None and stopped_by(stop, task_arn, held_token):
+        return stop.describe()
     recorded = lease.last_upload or {}
     if recorded.get("holder") == task_arn and recorded.get("reason") == SHUTDOWN:
         return dict(recorded)
     return None
 
 
-def last_upload_at(task: TaskState, lease: Lease, upload: ObjectInfo | None) -> float | None:
-    """When this task last put the database in S3; its start time if it never did."""
+def stopped_by(stop: ChainStop, task_arn: str, held_token: int | None) -> bool:
+    """The manifest's stop record is this task's: its holder, and the token the task last
+    acquired with when that is known (a second agent process in the same task holds under a
+    new token, and its predecessor's clean stop says nothing of its own)."""
+    return stop.holder == task_arn and (held_token is None or stop.token == held_token)
+
+
+def last_upload_at(
+    task: TaskState, lease: Lease, upload: ObjectInfo | None, chain: ChainEvidence | None = None
+) -> float | None:
+    """When this task last put the database (or a segment of it) in S3; its start time if it
+    never did."""
     recorded = lease.last_upload or {}
     times = []
     if recorded.get("holder") == task.task_arn and recorded.get("at") is not None:
         times.append(float(recorded["at"]))
     if upload is not None and upload.holder == task.task_arn:
         times.append(upload.last_modified.timestamp())
+    segment = _own_segment(task.task_arn, chain)
+    if segment is not None:
+        times.append(segment.at)
     if times:
         return max(times)
     return task.started_at or task.created_at
+
+
+def _own_segment(task_arn: str, chain: ChainEvidence | None) -> ChainSegment | None:
+    segment = chain.last_segment if chain is not None else None
+    return segment if segment is not None and segment.holder == task_arn else None
 
 
 def _held_by(task: TaskState, lease: Lease) -> bool:
@@ -192,7 +231,9 @@ def _reserved_for(task: TaskState, lease: Lease) -> bool:
     )
 
 
-def _ever_held(task_arn: str, lease: Lease, upload: ObjectInfo | None) -> bool:
+def _ever_held(
+    task_arn: str, lease: Lease, upload: ObjectInfo | None, chain: ChainEvidence | None = None
+) -> bool:
     """Evidence that the task held the lease (and so may have run the app and written)."""
     if lease.state == HELD and lease.holder == task_arn:
         return True
@@ -200,6 +241,8 @@ def _ever_held(task_arn: str, lease: Lease, upload: ObjectInfo | None) -> bool:
         return True
     if upload is not None and upload.holder == task_arn:
         return True
+    if _own_segment(task_arn, chain) is not None:
+        return True  # it claimed a position: only a holder does, before its app starts
     return (lease.last_upload or {}).get("holder") == task_arn
 
 

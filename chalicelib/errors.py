@@ -90,6 +90,15 @@ class CorruptDatabase(StoreError):
         self.reason = reason
 
 
+class MalformedManifest(StoreError):
+    """The chain's manifest (``K.wakeful/manifest.json``) is not one this code can read."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: malformed manifest: {reason}")
+        self.where = where
+        self.reason = reason
+
+
 class NoGoodVersion(StoreError):
     """The current object is corrupt and no older version passes verification."""
 

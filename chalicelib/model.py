@@ -208,6 +208,63 @@ class UploadIntent:
 
 
 @dataclass(frozen=True)
+class ChainStop:
+    """A clean stop recorded in the chain's manifest (docs/replication.md §3.4): ``holder``
+    with ``token`` shipped everything up to ``position`` of ``generation`` by ``at``."""
+
+    holder: str
+    token: int
+    position: int
+    at: float
+    generation: str
+    snapshot_sha256: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly record of the proof, in the shape of an upload record."""
+        return {
+            "source": "manifest",
+            "holder": self.holder,
+            "token": self.token,
+            "reason": "shutdown",
+            "generation": self.generation,
+            "position": self.position,
+            "sha256": self.snapshot_sha256,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True)
+class ChainSegment:
+    """One position of the chain as a HEAD (and its LTX header) shows it."""
+
+    generation: str
+    position: int
+    kind: str
+    holder: str | None
+    token: int | None
+    at: float  # when it was captured (its LTX timestamp), else when it landed
+    next_generation: str | None = None  # an ``end`` record names where the chain goes on
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "position": self.position,
+            "kind": self.kind,
+            "token": self.token,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True)
+class ChainEvidence:
+    """What the chain says of one stopped task: the manifest's stop record (whoever it
+    names), and the last segment the task's holder wrote, when it was looked for."""
+
+    stopped: ChainStop | None = None
+    last_segment: ChainSegment | None = None
+
+
+@dataclass(frozen=True)
 class Backup:
     name: str
     key: str

@@ -1,9 +1,9 @@
 """The status report: what ``GET /status``, ``wakeful status`` and ``wakeful-agent status`` say.
 
-``read_facts`` reads the lease, the current object and the backup count; ``build`` turns them,
-with what ECS says of the holder's task, into the report (pure). Each door supplies the task
-lookup it can make: the control plane asks its launcher, the CLI asks ECS directly, the agent
-knows only the task's ARN.
+``read_facts`` reads the lease, the current object, the backup count and the chain's manifest
+(its position and last clean stop; one GET); ``build`` turns them, with what ECS says of the
+holder's task, into the report (pure). Each door supplies the task lookup it can make: the
+control plane asks its launcher, the CLI asks ECS directly, the agent knows only the task's ARN.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import decisions
+from chalicelib.chain_store import ChainReader
+from chalicelib.errors import MalformedManifest, StoreUnavailable
 from chalicelib.model import HELD, RESERVED, Lease
 
 if TYPE_CHECKING:
@@ -35,14 +37,36 @@ class Facts:
     lease: Lease
     current: ObjectInfo | None
     backups: int
+    # The chain's manifest summarised (``chain.ChainManifest.summary``), ``{"error": …}`` when
+    # it cannot be read, ``None`` without a chain (the whole-file layout).
+    chain: Mapping[str, Any] | None = None
 
 
-def read_facts(table: LeaseTable, store: DatabaseStore) -> Facts:
-    """The lease, then the current object, then the backups (``LeaseUnavailable`` or
-    ``StoreUnavailable`` when one cannot be read)."""
+def read_facts(
+    table: LeaseTable, store: DatabaseStore, chain: ChainReader | None = None
+) -> Facts:
+    """The lease, then the current object, the backups and the chain's manifest
+    (``LeaseUnavailable`` or ``StoreUnavailable`` when one cannot be read for now). The
+    chain is read beside ``store``, on its client, unless ``chain`` is given."""
     lease = table.read()
     current = store.head()
-    return Facts(lease, current, len(store.backups()))
+    backups = len(store.backups())
+    reader = chain or ChainReader(store.bucket, store.key, client=store.client)
+    return Facts(lease, current, backups, read_chain(reader))
+
+
+def read_chain(reader: ChainReader) -> dict[str, Any] | None:
+    """The manifest's summary; one that is malformed or refused is reported, not raised (the
+    rest of the report still holds). A transient S3 failure is raised."""
+    try:
+        manifest = reader.manifest()
+    except MalformedManifest as exc:
+        return {"error": str(exc)}
+    except StoreUnavailable as exc:
+        if exc.retryable:
+            raise
+        return {"error": str(exc)}
+    return manifest.summary() if manifest is not None else None
 
 
 def read(
@@ -71,6 +95,7 @@ def build(facts: Facts, task: Mapping[str, Any] | None, now: float) -> dict[str,
         "last_unsynced_stop": lease.last_unsynced_stop,
         "last_start_failure": lease.extra.get("last_start_failure"),
         "backups": facts.backups,
+        "chain": dict(facts.chain) if facts.chain is not None else None,
     }
 
 

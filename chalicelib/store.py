@@ -88,6 +88,11 @@ class DatabaseStore:
         return f"s3://{self.bucket}/{self.key}"
 
     @property
+    def client(self) -> Any:
+        """The S3 client this store calls: edges beside it in the bucket share it."""
+        return self._s3
+
+    @property
     def backup_prefix(self) -> str:
         return f"{self.key}.backup."
 

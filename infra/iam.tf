@@ -292,6 +292,15 @@ data "aws_iam_policy_document" "control_plane" {
   }
 
   statement {
+    sid = "ReadTheChain"
+    # A chain-mode stop is proven by the manifest's stop record, and an unsynced one's loss
+    # window by HEADs of segment keys (docs/replication.md): reads of the current objects
+    # under KEY.wakeful/ only, never a write or an older version.
+    actions   = ["s3:GetObject"]
+    resources = ["${local.bucket_arn}/${var.db_key}.wakeful/*"]
+  }
+
+  statement {
     sid       = "CountVersionsAndBackups"
     actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
     resources = [local.bucket_arn]

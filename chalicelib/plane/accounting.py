@@ -2,9 +2,11 @@
 
 A RUNNING task's endpoint is noted on the lease; a STOPPED task is accounted exactly once,
 whoever sees it first (its event, a duplicate of it, the reconciler): its final upload is
-proven from S3 (or the lease's record of it), or an *unsynced stop* is recorded and alarmed,
-and a lease the dead task still holds is released. The decision is ``decisions.decide``; what
-is here reads the facts and performs the answer.
+proven from S3 (the current object's metadata, the chain manifest's stop record, or the
+lease's record of it), or an *unsynced stop* is recorded and alarmed, with its loss window
+measured from the last segment the task shipped when it ran the chain, and a lease the dead
+task still holds is released. The decision is ``decisions.decide``; what is here reads the
+facts and performs the answer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import decisions
+from chalicelib.chain import ChainManifest
+from chalicelib.chain_store import ChainReader
 from chalicelib.decisions import (
     FailedToStart,
     Ignore,
@@ -24,11 +28,11 @@ from chalicelib.decisions import (
     UnsyncedStop,
     VerifiedStop,
 )
-from chalicelib.errors import LeaseLost, WakefulError
+from chalicelib.errors import LeaseLost, MalformedManifest, StoreUnavailable, WakefulError
 from chalicelib.events import STOPPED, MalformedEvent, TaskState, parse_event
 from chalicelib.lease import LeaseTable
-from chalicelib.ledger import TaskLedger
-from chalicelib.model import ObjectInfo
+from chalicelib.ledger import LedgerEntry, TaskLedger
+from chalicelib.model import ChainEvidence, ChainSegment, ObjectInfo
 from chalicelib.observability import MetricSink
 from chalicelib.store import DatabaseStore
 
@@ -48,6 +52,9 @@ class Accounting:
     family: str
     app_port: int
     clock: Callable[[], float] = time.time
+    # The chain beside the current object (a chain-mode agent's segments and manifest); none:
+    # stops are proven from the current object and the lease alone.
+    chain: ChainReader | None = None
 
     def handle_event(self, raw: Any) -> str:
         """Account for one "ECS Task State Change". Returns the outcome's name.
@@ -83,8 +90,8 @@ class Accounting:
             ):
                 return self._stale(task)
             if task.last_status == STOPPED:
-                return self._account_stop(task, entry.held)
-            outcome = self._decide_and_execute(task, held=entry.held)
+                return self._account_stop(task, entry)
+            outcome = self._decide_and_execute(task, entry)
             # Not a stop: what was done (noting a task, an endpoint) is idempotent, so a
             # concurrent duplicate that recorded a newer version first changes nothing.
             self.ledger.record(task.task_arn, task.version, task.last_status, outcome)
@@ -92,12 +99,12 @@ class Accounting:
             return self._account_failed(task, exc)
         return outcome
 
-    def _account_stop(self, task: TaskState, held: bool) -> str:
+    def _account_stop(self, task: TaskState, entry: LedgerEntry) -> str:
         claimed_at = self.ledger.claim_stop(task.task_arn)
         if claimed_at is None:
             return self._stale(task)
         try:
-            outcome = self._decide_and_execute(task, held=held)
+            outcome = self._decide_and_execute(task, entry)
         except WakefulError:
             # Let the next attempt (Lambda's retry, the reconciler) account it.
             try:
@@ -111,17 +118,73 @@ class Accounting:
                              extra={"task_arn": task.task_arn, "outcome": outcome})
         return outcome
 
-    def _decide_and_execute(self, task: TaskState, held: bool) -> str:
+    def _decide_and_execute(self, task: TaskState, entry: LedgerEntry) -> str:
         lease = self.lease.read()
-        upload = self.store.head() if task.last_status == STOPPED else None
-        port = self.app_port
-        action = decisions.decide(task, lease, upload, self.clock(), port, held)
+        stopped = task.last_status == STOPPED
+        upload = self.store.head() if stopped else None
+        manifest = self._manifest() if stopped else None
+        evidence = ChainEvidence(stopped=manifest.stopped) if manifest else None
+
+        def decide(upload: ObjectInfo | None, chain: ChainEvidence | None) -> TaskAction:
+            return decisions.decide(task, lease, upload, self.clock(), self.app_port,
+                                    entry.held, chain, entry.held_token)
+
+        action = decide(upload, evidence)
         if isinstance(action, UnsyncedStop | NeverHeld):
             # A later holder's uploads may hide this task's final one: look further back.
             proof = self._shutdown_version_of(task.task_arn)
             if proof is not None:
-                action = decisions.decide(task, lease, proof, self.clock(), port, held)
+                upload = proof
+                action = decide(upload, evidence)
+        if manifest is not None and isinstance(action, UnsyncedStop | NeverHeld):
+            # A chain-mode holder's writes since its last snapshot are in its segments: the
+            # loss window runs from the last one it shipped.
+            segment = self._last_segment_of(task, manifest, entry)
+            if segment is not None:
+                action = decide(upload, ChainEvidence(manifest.stopped, segment))
         return self._execute(action, task)
+
+    def _manifest(self) -> ChainManifest | None:
+        """The chain's manifest, ``None`` when there is none or it cannot be read (logged:
+        the stop is then proven from the current object and the lease alone, as for an
+        agent of the whole-file layout). A transient S3 failure is raised (retried)."""
+        if self.chain is None:
+            return None
+        try:
+            return self.chain.manifest()
+        except MalformedManifest as exc:
+            self.log.error(
+                "The chain's manifest is malformed: this stop is accounted without it",
+                extra={"manifest": exc.where, "error": exc.reason},
+            )
+            self.metrics.emit("MalformedManifest")
+        except StoreUnavailable as exc:
+            if exc.retryable:
+                raise
+            self.log.error(
+                "Could not read the chain's manifest: this stop is accounted without it",
+                extra={"manifest": self.chain.manifest_url, "error": str(exc)},
+            )
+        return None
+
+    def _last_segment_of(
+        self, task: TaskState, manifest: ChainManifest, entry: LedgerEntry
+    ) -> ChainSegment | None:
+        """The last segment the task's holder wrote, found by HEADs past the manifest."""
+        assert self.chain is not None
+        token = entry.held_token
+        if token is None and manifest.holder == task.task_arn:
+            token = manifest.token
+        try:
+            return self.chain.last_segment_of(manifest, task.task_arn, token)
+        except StoreUnavailable as exc:
+            if exc.retryable:
+                raise
+            self.log.error(
+                "Could not probe the chain for the task's last segment",
+                extra={"task_arn": task.task_arn, "error": str(exc)},
+            )
+        return None
 
     def _stale(self, task: TaskState) -> str:
         self.log.info(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import decisions, report
+from chalicelib.chain_store import ChainReader
 from chalicelib.errors import LeaseUnavailable, StoreUnavailable, TaskControlError
 from chalicelib.lease import LeaseTable
 from chalicelib.model import HELD, RESERVED, Lease
@@ -24,13 +25,17 @@ class Status:
     launcher: TaskLauncher
     log: Any
     clock: Callable[[], float] = time.time
+    chain: ChainReader | None = None
 
     def status(self) -> Reply:
         now = self.clock()
         try:
-            facts = report.read_facts(self.lease, self.store)
+            facts = report.read_facts(self.lease, self.store, self.chain)
         except (LeaseUnavailable, StoreUnavailable) as exc:
             return unavailable(exc, self.log)
+        if facts.chain is not None and "error" in facts.chain:
+            self.log.error("Could not read the chain's manifest for the status report",
+                           extra={"error": facts.chain["error"]})
         return Reply(200, report.build(facts, self.task_status(facts.lease), now))
 
     def task_status(self, lease: Lease) -> dict[str, Any] | None:

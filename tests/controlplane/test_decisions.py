@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import pytest
+
 from chalicelib import decisions
 from chalicelib.decisions import (
     CheckDeadHolder,
@@ -19,6 +21,7 @@ from chalicelib.decisions import (
 )
 from chalicelib.events import TaskState, parse_event
 from chalicelib.lease import FREE, HELD, RESERVED, Lease
+from chalicelib.model import ChainEvidence, ChainSegment, ChainStop
 from chalicelib.store import ObjectInfo
 from tests.controlplane.conftest import event
 
@@ -183,3 +186,71 @@ def test_reconciler_checks_a_dead_holder_and_stops_a_second_task() -> None:
     assert plan.actions[1] == StopTask(second.task_arn, decisions.NOT_HOLDER)
     alive = task("task-running.json")
     assert decisions.reconcile(held(), alive, [alive], NOW).actions == ()
+
+
+# -- the chain layout's evidence (a chain-mode agent) ----------------------------------------
+
+GEN = "000000000003-0badc0de"
+
+
+def chain_stop(holder: str = ARN, token: int = 3) -> ChainEvidence:
+    return ChainEvidence(stopped=ChainStop(holder, token, 12, NOW - 4, GEN, "ab" * 32))
+
+
+def test_the_manifests_stop_record_verifies_a_stop_that_left_the_object_untouched() -> None:
+    stopped = task("task-stopped-exit-0.json")
+    # The current object is an earlier holder's snapshot (nothing changed since it), and the
+    # lease's record of the stop is gone: the manifest alone proves it.
+    earlier = upload("arn:aws:ecs:r:1:task/c/earlier", "shutdown", NOW - 600)
+    action = decisions.decide(stopped, held(), earlier, NOW, 8000, held=True,
+                              chain=chain_stop(), held_token=3)
+    assert isinstance(action, VerifiedStop) and action.release == ARN
+    assert action.upload["source"] == "manifest"
+    assert (action.upload["position"], action.upload["token"]) == (12, 3)
+
+
+def test_a_stop_record_of_another_holder_or_token_verifies_nothing() -> None:
+    stopped = task("task-stopped-exit-137.json")
+    other = chain_stop(holder="arn:aws:ecs:r:1:task/c/earlier")
+    action = decisions.decide(stopped, held(), None, NOW, 8000, held=True, chain=other)
+    assert isinstance(action, UnsyncedStop)
+    # The same task, but the record of its earlier agent process (token 2) and not of the
+    # one that held last (token 3).
+    stale = chain_stop(token=2)
+    assert isinstance(
+        decisions.decide(stopped, held(), None, NOW, 8000, held=True, chain=stale, held_token=3),
+        UnsyncedStop,
+    )
+    # Unknown token (the ledger has none): the holder alone decides, as for the object.
+    assert isinstance(
+        decisions.decide(stopped, held(), None, NOW, 8000, held=True, chain=stale),
+        VerifiedStop,
+    )
+
+
+def test_the_unsynced_window_runs_from_the_last_segment_the_holder_shipped() -> None:
+    stopped = task("task-stopped-exit-137.json")
+    periodic = upload(ARN, "periodic", stopped.stopped_at - 300)  # its last snapshot
+    segment = ChainSegment(GEN, 57, "segment", ARN, 3, stopped.stopped_at - 0.75)
+    evidence = ChainEvidence(stopped=None, last_segment=segment)
+    action = decisions.decide(stopped, held(), periodic, NOW, 8000, held=True, chain=evidence)
+    assert isinstance(action, UnsyncedStop)
+    assert action.window_seconds == pytest.approx(0.75)
+    assert action.record["last_segment"] == {
+        "generation": GEN, "position": 57, "kind": "segment", "token": 3,
+        "at": segment.at,
+    }
+    # Another holder's segment says nothing of this task's window.
+    theirs = ChainEvidence(last_segment=dataclasses.replace(segment, holder="other"))
+    action = decisions.decide(stopped, held(), periodic, NOW, 8000, held=True, chain=theirs)
+    assert isinstance(action, UnsyncedStop) and action.window_seconds == pytest.approx(300)
+    assert "last_segment" not in action.record
+
+
+def test_a_claimed_position_is_evidence_the_task_held_the_lease() -> None:
+    stopped = task("task-stopped-exit-137.json")
+    other = Lease(name="db", state=HELD, holder="arn:aws:ecs:r:1:task/c/x", expires_at=NOW)
+    claim = ChainSegment(GEN, 5, "claim", ARN, 3, stopped.stopped_at - 2)
+    action = decisions.decide(stopped, other, None, NOW, 8000,
+                              chain=ChainEvidence(last_segment=claim))
+    assert isinstance(action, UnsyncedStop) and action.window_seconds == pytest.approx(2)

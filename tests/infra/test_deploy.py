@@ -433,6 +433,11 @@ def test_control_plane_role_is_bound_to_this_cluster_family_and_roles(stack: Sta
         if {"ecs:RunTask", "ecs:StopTask", "ecs:ListTasks"} & set(as_list(statement["Action"])):
             assert statement["Condition"]["ArnEquals"]["ecs:cluster"] == out["cluster_arn"]
     assert not any(a.startswith(("s3:Put", "s3:Delete")) for a in grants)
+    bucket_arn = f"arn:aws:s3:::{out['bucket']}"
+    key, backups = f"{bucket_arn}/db.sqlite3", f"{bucket_arn}/db.sqlite3.backup.*"
+    # The chain's manifest and segments are read (a chain-mode stop's proof), never written.
+    assert grants["s3:GetObject"] == {key, backups, f"{bucket_arn}/db.sqlite3.wakeful/*"}
+    assert grants["s3:GetObjectVersion"] == {key, backups}
     assert "logs:CreateLogGroup" not in grants  # the log groups exist before the functions
     execution = _grants(_role_policies(stack)["wakeful-dev-execution"])
     assert execution["ecr:BatchGetImage"] == {
