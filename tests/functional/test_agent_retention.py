@@ -12,20 +12,23 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.agent_harness import (
+    IDLE,
     AgentProcess,
     commits,
+    committed_ids,
     env_for,
     s3_rows,
     wait_for,
     writer,
 )
-from tests.fault_proxy import Request
+from tests.fault_proxy import Request, fault_proxy
 from wakeful_replica.errors import NothingToRestore
 from wakeful_replica.store import ChainStore
 
@@ -113,3 +116,82 @@ def test_old_segments_go_and_every_restore_point_inside_the_window_still_restore
     assert _rows(tmp_path / "now.sqlite3") == ids
     assert [row for row, _ in s3_rows()] == ids
     assert store.verify(str(tmp_path)).ok
+
+
+def _is_delete(request: Request) -> bool:
+    return bool(_deletes([request]))
+
+
+@pytest.mark.parametrize("status", [403, 503])
+def test_a_refused_delete_is_a_warning_and_the_app_keeps_running_and_syncing(
+    agent_env, tmp_path, moto_server, status
+):
+    with fault_proxy(moto_server.url) as proxy:
+        refused = proxy.fail(status, _is_delete, code="AccessDenied" if status == 403 else None)
+        env = _env(agent_env, tmp_path, "a", AWS_ENDPOINT_URL_S3=proxy.url)
+        log = tmp_path / "writes.log"
+        agent = AgentProcess(env, writer(env, log), tmp_path, "a")
+        agent.wait_running()
+
+        def failures() -> list[str]:
+            return [m for m in agent.messages() if m.startswith("Retention failed")]
+
+        wait_for(lambda: len(failures()) >= 2, timeout=90,
+                 what="retention to fail after two snapshots")
+        # The sync went on: segments ship and snapshots land after each refusal.
+        shipped = sum(m == "Segments shipped" for m in agent.messages())
+        rows = len(committed_ids(log))
+        wait_for(lambda: sum(m == "Segments shipped" for m in agent.messages()) >= shipped + 3
+                 and len(committed_ids(log)) >= rows + 20, what="the app and the sync to go on")
+        assert agent.process.poll() is None
+        assert refused.hits >= 2
+        # Once S3 takes deletes again, the next snapshot's pass removes what was left.
+        proxy.remove(refused)
+        wait_for(lambda: any(m.startswith("Retention removed") for m in agent.messages()),
+                 timeout=60, what="retention to succeed after the fault")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    assert "tried again after the next snapshot" in failures()[0]
+    assert not any(m.startswith("Failed to ship segments") for m in agent.messages())
+    ids = committed_ids(log)
+    assert [row for row, _ in s3_rows()] == ids
+    store = ChainStore(BUCKET, KEY)
+    store.restore(str(tmp_path / "now.sqlite3"))
+    assert _rows(tmp_path / "now.sqlite3") == ids
+    manifest = store.read_manifest()
+    assert manifest is not None and manifest.history[0].txid > 1
+    assert store.head_segment(manifest.generation, 1) is None
+
+
+def test_an_idle_agent_sends_no_request_for_retention(agent_env, tmp_path, moto_server):
+    """A chain with bases in it; the next agent's app writes nothing. Windows pass while it is
+    awake (its lease renewals show it), and not one S3 request is sent: retention waits for a
+    snapshot, and a snapshot for a change."""
+    first_env = _env(agent_env, tmp_path, "first")
+    log = tmp_path / "writes.log"
+    first = AgentProcess(first_env, writer(first_env, log), tmp_path, "first")
+    _run_for_some_windows(first, log, 2)
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0, first.output()
+
+    with fault_proxy(moto_server.url) as proxy:
+        env = _env(agent_env, tmp_path, "idle", AWS_ENDPOINT_URL_S3=proxy.url,
+                   AWS_ENDPOINT_URL_DYNAMODB=proxy.url, WAKEFUL_LEASE_TTL="3")
+        agent = AgentProcess(env, [sys.executable, IDLE], tmp_path, "idle")
+        agent.wait_running()
+        # The first sync is done (and with it the pass due after boot).
+        wait_for(lambda: agent.state().get("sync_outcome") is not None, what="the first sync")
+        proxy.clear_log()
+
+        def renewals() -> list[Request]:
+            return [r for r in proxy.requests if r.target == "UpdateItem"]
+
+        wait_for(lambda: len(found := renewals()) >= 2
+                 and found[-1].at - found[0].at >= 2 * WINDOW,
+                 timeout=60, what="two windows of lease renewals")
+        idle = proxy.requests
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    s3 = [f"{r.method} {r.path}" for r in idle if r.service == "s3"]
+    assert s3 == [], s3
+    assert [row for row, _ in s3_rows()] == committed_ids(log)
