@@ -7,8 +7,8 @@
 #   * ecr:GetAuthorizationToken has no resource type ("*" is the only accepted resource).
 #   * ecs:ListTasks is authorised against container instances, which Fargate tasks do not
 #     have; it is scoped to this cluster with the ecs:cluster condition instead.
-#   * "…:task/<cluster>/*", "…:task-definition/<family>:*" and "<key>.backup.*" are patterns
-#     inside one cluster, one family and one key, not "*".
+#   * "…:task/<cluster>/*", "…:task-definition/<family>:*", "<key>.backup.*" and
+#     "<key>.wakeful/*" are patterns inside one cluster, one family and one key, not "*".
 # tests/infra/test_terraform.py checks the rendered policies against this list.
 
 locals {
@@ -163,10 +163,19 @@ data "aws_iam_policy_document" "task" {
   }
 
   statement {
-    sid = "ExpireOldBackups"
-    # Backup retention deletes old backups; the current database itself is never deleted.
+    sid = "ReadWriteChain"
+    # Chain replication (WAKEFUL_REPLICATION=chain): position-keyed segments and the manifest
+    # under "<key>.wakeful/", each written with If-None-Match or If-Match.
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${local.bucket_arn}/${var.db_key}.wakeful/*"]
+  }
+
+  statement {
+    sid = "ExpireOldBackupsAndSegments"
+    # Backup retention deletes old backups, chain retention the segments below the oldest
+    # base its window needs; the current database itself is never deleted.
     actions   = ["s3:DeleteObject"]
-    resources = [local.backup_objects_arn]
+    resources = [local.backup_objects_arn, "${local.bucket_arn}/${var.db_key}.wakeful/*"]
   }
 
   dynamic "statement" {
