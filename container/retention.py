@@ -23,11 +23,10 @@ from chalicelib.errors import FencingError, LeaseLost, StoreError, WakefulError
 from chalicelib.observability import emit
 from container.sync import Caller
 from wakeful_replica import retention
+from wakeful_replica.cadence import DAY
 from wakeful_replica.errors import Fenced, PositionTaken, Superseded
 from wakeful_replica.manifest import Manifest
 from wakeful_replica.store import ChainStore
-
-DAY = 86400.0
 
 # Not retention's to swallow: the agent stops the app and keeps its file aside.
 PROPAGATED = (LeaseLost, FencingError, Fenced, Superseded, PositionTaken)
@@ -81,4 +80,4 @@ class Retention:
         return applied
 
 
-__all__ = ["Retention"]
+__all__ = ["DAY", "Retention"]
