@@ -17,6 +17,8 @@ from chalicelib.errors import ConfigError
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _MiB = 1024 * 1024
+DAY = 86400.0
+RETENTION = 7 * DAY
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -157,6 +159,9 @@ class AgentSettings:
     # How the agent replicates (WAKEFUL_REPLICATION): ``snapshot`` uploads the whole file by
     # compare-and-swap; ``chain`` ships changed pages as fenced segments (docs/replication.md).
     replication: str = "chain"
+    # The point-in-time restore window of the chain (WAKEFUL_RETENTION, seconds like every
+    # other duration here): every committed state this recent restores, older ones may go.
+    retention: float = RETENTION
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -191,7 +196,12 @@ class AgentSettings:
             ready_path=_ready_path(env),
             ready_host=_get(env, "WAKEFUL_READY_HOST", "127.0.0.1") or "127.0.0.1",
             replication=replication,
+            retention=_number(env, "WAKEFUL_RETENTION", RETENTION, minimum=1.0),
         )
+
+    @property
+    def retention_days(self) -> float:
+        return self.retention / DAY
 
 
 CHAIN_SYNC_INTERVAL = 1.0

@@ -189,6 +189,7 @@ class Agent:
         self.chain = ChainSync(
             self.settings.local_path, self.deps.chain, self.keeper, self.log,
             self.deps.metrics, call=self._call, clock=self.deps.clocks.monotonic,
+            wall=self.deps.clocks.wall,
         )
         try:
             self.chain.boot()

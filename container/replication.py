@@ -5,6 +5,9 @@ is acquired and before the app starts, ``sync`` each interval (capture → appen
 checkpoint → snapshot when due), ``stop`` once the app has stopped. Every call that reaches
 AWS goes through the agent's ``call`` (bounded by the lease's trust, or the stop budget).
 
+Retention (docs/replication.md §9) runs inside ``sync``, once after boot and after each
+snapshot published (``container.retention``): never on its own schedule, never failing a sync.
+
 Fencing: ``Fenced``/``Superseded`` mean a newer holder owns the chain; the agent stops the app
 and keeps its file aside. ``ChainBroken`` means the chain cannot be restored to its end: the
 app must not start on an older state.
@@ -29,8 +32,10 @@ from container.backups import timestamped_backup
 from container.capture import Capture, Delta, Full
 from container.deadline import Budget, call_within
 from container.placement import move_into_place, sidecars
+from container.retention import DAY, Retention
 from container.sync import Caller, Holding
 from wakeful_replica import boot as chain_boot
+from wakeful_replica import cadence
 from wakeful_replica.boot import Booted
 from wakeful_replica.chain import Writer
 from wakeful_replica.errors import ChainBroken, Fenced, OutOfBandUpload, Superseded
@@ -66,6 +71,7 @@ class ChainSync:
     def __init__(
         self, local_path: str, store: ChainStore, keeper: Holding, log: Any, metrics: Any,
         call: Caller, clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.local_path = local_path
         self.store = store
@@ -77,6 +83,10 @@ class ChainSync:
         self.work_dir = work_dir(local_path)
         self.capture = Capture(local_path)
         self.writer: ChainWriter | None = None
+        self.retention = Retention(store, log, metrics, call, wall)
+        # A snapshot at least every half window while running, so the oldest base a restore
+        # point inside the window needs keeps moving and retention can let the rest go.
+        self.policy = cadence.Policy(max_age_s=store.retention_days * DAY / 2)
         # The upload of ``K`` runs beside the syncs (segments keep shipping meanwhile); its
         # thread and what it gave back (``value`` or ``error``).
         self._uploading: tuple[threading.Thread, dict[str, Any]] | None = None
@@ -113,7 +123,7 @@ class ChainSync:
             self.log.warning(f"Replication: {warning}")
             emit(self.metrics, "ReplicationWarning", phase="boot")
         # The writer's shadow starts as a copy of the state restored: before it moves.
-        self.writer = ChainWriter(store, identity, booted, self.work_dir)
+        self.writer = ChainWriter(store, identity, booted, self.work_dir, policy=self.policy)
         restored = os.path.exists(incoming)
         url = f"s3://{store.bucket}/{store.key}"
         if restored:
@@ -163,7 +173,9 @@ class ChainSync:
             # Idle: no request, but a snapshot upload that finished is still published (and
             # a corrupt ``K`` found at boot is replaced).
             busy = self._uploading is not None or self._repair_current
-            return SyncedChain(0, 0, 0, busy and self._snapshot_step(writer, 0))
+            published = busy and self._snapshot_step(writer, 0)
+            self._retain(writer)
+            return SyncedChain(0, 0, 0, published)
         shipped = self._call(writer.ship, "ship segments")
         if shipped.needs_full and not shipped.queued:
             appended += self._append(self.capture.read_full("the segment queue overflowed"),
@@ -174,6 +186,7 @@ class ChainSync:
         if not shipped.queued:
             self.capture.checkpoint()
         snapshot = self._snapshot_step(writer, shipped.queued)
+        self._retain(writer)
         seconds = self._clock() - started
         self.log.info(
             "Segments shipped",
@@ -253,7 +266,14 @@ class ChainSync:
             f"Snapshot written to s3://{self.store.bucket}/{self.store.key}",
             extra={"position": base.txid, "size": base.size, "sha256": base.sha256},
         )
+        self.retention.after_snapshot()
         return True
+
+    def _retain(self, writer: ChainWriter) -> None:
+        """The retention pass when one is due (no request otherwise)."""
+        applied = self.retention.run(writer.manifest)
+        if applied is not None:
+            writer.manifest = applied
 
     def _settle_snapshot(self, writer: ChainWriter, remaining: Callable[[], float]) -> None:
         """At stop: let an upload under way finish (inside the budget) and publish it."""

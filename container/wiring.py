@@ -76,6 +76,7 @@ def wire(settings: AgentSettings, kind: type[W], supervising: bool = False) -> W
         log=logger("wakeful-agent"),
         metrics=metrics("wakeful-agent"),
         ledger=TaskLedger(location.lease_table, location.lease_name, client=dynamodb),
-        chain=ChainStore(location.bucket, location.key, client=s3, database=store)
+        chain=ChainStore(location.bucket, location.key, client=s3, database=store,
+                         retention_days=settings.retention_days)
         if settings.replication == "chain" else None,
     )

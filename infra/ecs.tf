@@ -15,6 +15,7 @@ locals {
     WAKEFUL_LEASE_TTL        = tostring(var.lease_ttl_seconds)
     WAKEFUL_IDLE_TIMEOUT     = tostring(var.idle_timeout_seconds)
     WAKEFUL_BACKUP_RETENTION = tostring(var.backup_retention)
+    WAKEFUL_RETENTION        = tostring(var.retention_days * 86400)
     WAKEFUL_STOP_GRACE       = tostring(var.stop_grace_seconds)
     WAKEFUL_STOP_BUDGET      = tostring(var.stop_budget_seconds)
     WAKEFUL_APP_PORT         = tostring(var.app_port)

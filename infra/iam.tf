@@ -7,8 +7,8 @@
 #   * ecr:GetAuthorizationToken has no resource type ("*" is the only accepted resource).
 #   * ecs:ListTasks is authorised against container instances, which Fargate tasks do not
 #     have; it is scoped to this cluster with the ecs:cluster condition instead.
-#   * "…:task/<cluster>/*", "…:task-definition/<family>:*" and "<key>.backup.*" are patterns
-#     inside one cluster, one family and one key, not "*".
+#   * "…:task/<cluster>/*", "…:task-definition/<family>:*", "<key>.backup.*" and
+#     "<key>.wakeful/*" are patterns inside one cluster, one family and one key, not "*".
 # tests/infra/test_terraform.py checks the rendered policies against this list.
 
 locals {
@@ -135,10 +135,19 @@ data "aws_iam_policy_document" "task" {
   }
 
   statement {
+    sid = "MissingKeysAreNotFound"
+    # No LIST is sent on any hot path, but S3 answers a GET or HEAD of a missing key with 404
+    # only to a caller holding s3:ListBucket (else 403), and the chain's probe for its end
+    # needs that 404. A GET carries no s3:prefix, so this grant cannot be conditioned on one.
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arn]
+  }
+
+  statement {
     sid = "ListDatabaseVersionsAndBackups"
     # Listing backups and versions; the prefix condition keeps the agent out of the rest
-    # of a shared bucket (an adopted db-sync.sh bucket may hold other things).
-    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
+    # of a shared bucket's versions (an adopted db-sync.sh bucket may hold other things).
+    actions   = ["s3:ListBucketVersions"]
     resources = [local.bucket_arn]
 
     condition {
@@ -163,10 +172,19 @@ data "aws_iam_policy_document" "task" {
   }
 
   statement {
-    sid = "ExpireOldBackups"
-    # Backup retention deletes old backups; the current database itself is never deleted.
+    sid = "ReadWriteChain"
+    # Chain replication (WAKEFUL_REPLICATION=chain): position-keyed segments and the manifest
+    # under "<key>.wakeful/", each written with If-None-Match or If-Match.
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${local.bucket_arn}/${var.db_key}.wakeful/*"]
+  }
+
+  statement {
+    sid = "ExpireOldBackupsAndSegments"
+    # Backup retention deletes old backups, chain retention the segments below the oldest
+    # base its window needs; the current database itself is never deleted.
     actions   = ["s3:DeleteObject"]
-    resources = [local.backup_objects_arn]
+    resources = [local.backup_objects_arn, "${local.bucket_arn}/${var.db_key}.wakeful/*"]
   }
 
   dynamic "statement" {
@@ -301,8 +319,16 @@ data "aws_iam_policy_document" "control_plane" {
   }
 
   statement {
+    sid = "MissingKeysAreNotFound"
+    # A HEAD of a free chain position must answer 404, not 403: S3 gives the 404 only to a
+    # caller holding s3:ListBucket, and a HEAD carries no s3:prefix to condition it on.
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arn]
+  }
+
+  statement {
     sid       = "CountVersionsAndBackups"
-    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
+    actions   = ["s3:ListBucketVersions"]
     resources = [local.bucket_arn]
 
     condition {

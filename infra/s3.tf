@@ -79,6 +79,15 @@ resource "aws_s3_bucket_policy" "database" {
   depends_on = [aws_s3_bucket_public_access_block.database]
 }
 
+# The chain's retention (docs/replication.md §9, wakeful_replica/retention.lifecycle_rules):
+# the agent deletes old segments while awake; asleep, only these rules act, and none of them
+# expires a current object under "<key>.wakeful/" by age (the tail after the newest snapshot
+# must survive any sleep). A base a restore point inside the window needs is superseded only
+# by a newer snapshot, so keeping superseded versions retention_days + 1 keeps every such base.
+locals {
+  noncurrent_version_expiration_days = max(var.noncurrent_version_expiration_days, var.retention_days + 1)
+}
+
 resource "aws_s3_bucket_lifecycle_configuration" "database" {
   bucket = aws_s3_bucket.database.id
 
@@ -89,11 +98,11 @@ resource "aws_s3_bucket_lifecycle_configuration" "database" {
     filter {}
 
     noncurrent_version_expiration {
-      noncurrent_days           = var.noncurrent_version_expiration_days
+      noncurrent_days           = local.noncurrent_version_expiration_days
       newer_noncurrent_versions = var.noncurrent_versions_to_keep > 0 ? var.noncurrent_versions_to_keep : null
     }
 
-    # Delete markers left behind by backup retention, once their versions are gone.
+    # Delete markers left behind by backup and chain retention, once their versions are gone.
     expiration {
       expired_object_delete_marker = true
     }

@@ -84,8 +84,19 @@ variable "kms_key_arn" {
   }
 }
 
+variable "retention_days" {
+  description = "Point-in-time restore window of the chain replication, in days (WAKEFUL_RETENTION, given to the agent in seconds): every committed state this recent restores. Superseded versions are kept at least a day longer (noncurrent_version_expiration_days is raised to it)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.retention_days >= 1 && floor(var.retention_days) == var.retention_days
+    error_message = "retention_days must be a whole number of days, at least 1."
+  }
+}
+
 variable "noncurrent_version_expiration_days" {
-  description = "Days after which superseded versions of the database (and of backups) are deleted."
+  description = "Days after which superseded versions of the database (and of backups, old snapshots, old manifests and removed segments) are deleted; never fewer than retention_days + 1."
   type        = number
   default     = 30
 

@@ -51,6 +51,7 @@ AGENT_VARIABLES = {
     "WAKEFUL_LEASE_TTL",
     "WAKEFUL_IDLE_TIMEOUT",
     "WAKEFUL_BACKUP_RETENTION",
+    "WAKEFUL_RETENTION",
     "WAKEFUL_STOP_GRACE",
     "WAKEFUL_STOP_BUDGET",
     "WAKEFUL_APP_PORT",
@@ -193,6 +194,18 @@ def test_bucket_is_versioned_encrypted_private_and_tls_only(stack: Stack) -> Non
     assert rules["expire-backups"]["Expiration"]["Days"] == 90
     assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"]
     assert rules["abort-incomplete-multipart-uploads"]["AbortIncompleteMultipartUpload"]
+    # Every base a restore point inside the chain's window needs outlives it by a day...
+    (container,) = stack.client("ecs").describe_task_definition(
+        taskDefinition=stack.outputs["task_definition"]
+    )["taskDefinition"]["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    window_days = float(env["WAKEFUL_RETENTION"]) / 86400
+    noncurrent = rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"]
+    assert noncurrent["NoncurrentDays"] >= window_days + 1
+    # ...and no rule expires a current segment by age: the tail must survive any sleep.
+    for rule in rules.values():
+        if "Days" in rule.get("Expiration", {}):
+            assert rule["Filter"]["Prefix"] == "db.sqlite3.backup.", rule
 
 
 def test_lease_table_keeps_its_items_forever(stack: Stack) -> None:
@@ -402,6 +415,7 @@ def test_task_role_reaches_only_the_database_key_its_backups_and_the_lease(stack
     grants = _grants(_role_policies(stack)["wakeful-dev-task"])
     bucket_arn = f"arn:aws:s3:::{out['bucket']}"
     key, backups = f"{bucket_arn}/db.sqlite3", f"{bucket_arn}/db.sqlite3.backup.*"
+    chain = f"{bucket_arn}/db.sqlite3.wakeful/*"
     table_arn = stack.resources("aws_dynamodb_table")[0]["values"]["arn"]
     assert grants == {
         "dynamodb:GetItem": {table_arn},
@@ -409,14 +423,15 @@ def test_task_role_reaches_only_the_database_key_its_backups_and_the_lease(stack
         "dynamodb:UpdateItem": {table_arn},
         "s3:ListBucket": {bucket_arn},
         "s3:ListBucketVersions": {bucket_arn},
-        "s3:GetObject": {key, backups},
+        "s3:GetObject": {key, backups, chain},
         "s3:GetObjectVersion": {key, backups},
-        "s3:PutObject": {key, backups},
+        "s3:PutObject": {key, backups, chain},
         "s3:AbortMultipartUpload": {key, backups},
         "s3:ListMultipartUploadParts": {key, backups},
-        # Backup retention only: the current database is never deleted.
-        "s3:DeleteObject": {backups},
+        # Backup and chain retention only: the current database is never deleted.
+        "s3:DeleteObject": {backups, chain},
     }
+    assert key not in grants["s3:DeleteObject"]
 
 
 def test_control_plane_role_is_bound_to_this_cluster_family_and_roles(stack: Stack) -> None:

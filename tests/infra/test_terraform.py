@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,53 @@ def test_checkov_generated_json_failures_are_all_explained(
         if c["check_id"] not in explained.get(c["resource"].split(".", 1)[-1], set())
     ]
     assert not unexplained, "\n".join(unexplained)
+
+
+# -- the chain's retention window and the bucket's lifecycle -----------------------------------
+
+REQUIRED_VARIABLES = ("image=x", "vpc_id=vpc-1", 'subnet_ids=["subnet-1"]')
+
+
+def _console(
+    terraform: Terraform, expression: str, **variables: object
+) -> subprocess.CompletedProcess[str]:
+    """Evaluate ``expression`` with ``terraform console`` (no state, no AWS call)."""
+    arguments: list[str] = []
+    for value in (*REQUIRED_VARIABLES, *(f"{k}={v}" for k, v in variables.items())):
+        arguments += ["-var", value]
+    return subprocess.run(
+        [terraform.binary, "console", "-no-color", *arguments],
+        cwd=terraform.workdir, env=terraform.env, input=expression + "\n",
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "retention_days, noncurrent_days, expected",
+    [(7, 30, 30), (40, 30, 41), (7, 3, 8)],
+)
+def test_superseded_versions_outlive_the_point_in_time_window_by_a_day(
+    terraform: Terraform, retention_days: int, noncurrent_days: int, expected: int
+) -> None:
+    """Every base a restore point inside the window needs is a superseded version of the
+    current object: the lifecycle keeps those at least ``retention_days + 1`` days, and the
+    agent is told the same window."""
+    result = _console(
+        terraform,
+        "jsonencode([local.noncurrent_version_expiration_days, "
+        "local.agent_environment.WAKEFUL_RETENTION])",
+        retention_days=retention_days, noncurrent_version_expiration_days=noncurrent_days,
+    )
+    assert result.returncode == 0 and "Error" not in result.stderr, result.stderr
+    days, environment = json.loads(json.loads(result.stdout))
+    assert days == expected >= retention_days + 1
+    assert environment == str(retention_days * 86400)
+    # The rule itself uses what was evaluated (the applied value: tests/infra/test_deploy.py).
+    lifecycle = (INFRA / "s3.tf").read_text()
+    assert re.search(r"noncurrent_days\s*=\s*local\.noncurrent_version_expiration_days", lifecycle)
+
+
+@pytest.mark.parametrize("value", ["0", "0.5"])
+def test_a_window_that_is_not_whole_days_is_refused(terraform: Terraform, value: str) -> None:
+    result = _console(terraform, "var.retention_days", retention_days=value)
+    assert "retention_days must be a whole number of days, at least 1." in result.stderr

@@ -156,6 +156,8 @@ AGENT_INVALID = [
     ("WAKEFUL_BACKUP_RETENTION", "0", ">= 1"),
     ("WAKEFUL_BACKUP_RETENTION", "2.5", "integer"),
     ("WAKEFUL_BACKUP_RETENTION", "many", "integer"),
+    ("WAKEFUL_RETENTION", "7d", "number"),
+    ("WAKEFUL_RETENTION", "0.5", ">= 1"),
 ]
 
 
@@ -273,3 +275,10 @@ def test_the_chain_syncs_every_second_by_default_and_snapshots_every_minute():
     assert agent(WAKEFUL_REPLICATION="snapshot").sync_interval == 60.0
     assert agent(WAKEFUL_REPLICATION="chain").sync_interval == 1.0
     assert agent(WAKEFUL_REPLICATION="chain", WAKEFUL_SYNC_INTERVAL="5").sync_interval == 5.0
+
+
+def test_the_point_in_time_window_is_seven_days_by_default_and_read_in_seconds():
+    assert agent().retention == 7 * 86400.0
+    assert agent().retention_days == 7
+    assert agent(WAKEFUL_RETENTION="172800").retention_days == 2
+    assert agent(WAKEFUL_RETENTION="3").retention == 3.0
