@@ -102,7 +102,7 @@ def test_sigkilled_task_is_an_unsynced_stop_and_the_next_wake_restores_the_last_
 ):
     task, agent, _log = _start_agent(chalice_client, agent_env, task_metadata, tmp_path)
     deliver(chalice_client, event("task-running.json", task))
-    wait_for(lambda: lease_item().last_upload, what="a periodic sync")
+    wait_for(lambda: agent.state().get("sync_outcome") == "uploaded", what="a periodic sync")
     agent.kill()
 
     assert deliver(chalice_client, event("task-stopped-exit-137.json", task)) == "unsynced"
