@@ -175,10 +175,18 @@ class ChainWriter:
         self.shadow.apply(segment)
         self.next_position += 1
         self._page_size, self._commit = segment.header.page_size, segment.header.commit
+        if segment.header.is_snapshot:
+            # A full segment holds the whole state: reading it costs a restore what reading a
+            # snapshot of K at this position would, so it does not count toward one being due
+            # (a first capture of a large file would otherwise make K due at once, only for
+            # the stop to write K again).
+            self._since = dataclasses.replace(
+                self._since, positions=self._since.positions + 1, changed=True)
+            return
         self._since = dataclasses.replace(
             self._since, bytes=self._since.bytes + len(body),
             positions=self._since.positions + 1,
-            changed=self._since.changed or bool(segment.pages) or segment.header.is_snapshot,
+            changed=self._since.changed or bool(segment.pages),
         )
 
     # -- shipping ---------------------------------------------------------------------------

@@ -90,6 +90,25 @@ def test_the_cadence_writes_a_snapshot_when_the_chain_outgrows_the_database(stor
     holder.close()
 
 
+def test_a_full_segment_is_no_reason_for_a_snapshot_but_the_stop_still_writes_k(
+    store, tmp_path
+):
+    # A fresh start whose first capture is a whole database (the file the app brought): it is
+    # read by a restore like a snapshot of K would be, so K is not written twice.
+    policy = cadence.Policy(fraction=0.5, min_bytes=0)
+    holder = Holder(store, "task-a", 1, tmp_path / "a", policy=policy)
+    holder.insert(200, size=2000)
+    holder.full()
+    assert not holder.chain.snapshot_due()
+    holder.insert(1)
+    holder.sync()
+    assert not holder.chain.snapshot_due()
+    stopped = holder.chain.stop()
+    assert stopped.wrote_current
+    assert current_rows(tmp_path / "k.db") == rows_of(holder.path)
+    holder.close()
+
+
 @pytest.mark.parametrize(
     ("policy", "since", "size", "due"),
     [
