@@ -115,6 +115,8 @@ def _upload_chain(ctx: Context, chain: ChainStore, manifest: Manifest, force: bo
             ttl=ctx.settings.lease_ttl, scratch=_scratch(ctx),
             on_release_failure=_warn_release(ctx), reason="manual",
         )
+        for warning in done.warnings:
+            ctx.out(f"[WARN] {warning}")
         state.update(local, {"chain": f"{done.generation}:{done.position}",
                              "etag": done.current.etag})
         ctx.out(f"[INFO] Database uploaded successfully to {ctx.store.url}")
@@ -258,6 +260,8 @@ def _restore_chain(
             ctx.table, chain, ctx.store, point, _holder(ctx), ttl=ctx.settings.lease_ttl,
             scratch=_scratch(ctx), on_release_failure=_warn_release(ctx),
         )
+        for warning in done.warnings:
+            ctx.out(f"[WARN] {warning}")
         ctx.out(
             f"[INFO] Restored {point.label()} as generation {done.generation} of the chain "
             f"(position {done.position}; the old chain is kept) and as {ctx.store.url} "

@@ -97,6 +97,8 @@ def _run_chain(
         io.note(f"wakeful: error: nothing to restore: {exc}; nothing was changed "
                 "(`wakeful backups` shows the restorable window)")
         return EXIT_FAILED
+    for warning in done.warnings:
+        io.note(f"wakeful: warning: {warning}")
     if args.json:
         io.json({"restored": point.label(), **done.as_json()})
     else:

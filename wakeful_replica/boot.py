@@ -42,7 +42,7 @@ from wakeful_replica.chain import (
     now_ms,
 )
 from wakeful_replica.current import FOREIGN, WAKEFUL, accounted, classify
-from wakeful_replica.errors import ManifestConflict, Superseded
+from wakeful_replica.errors import ChainBroken, ManifestConflict, Superseded
 from wakeful_replica.manifest import (
     SEGMENT,
     Accounted,
@@ -98,12 +98,29 @@ def start_from_file(
     clock: Callable[[], int] = now_ms, nonce: Callable[[], str] = lambda: secrets.token_hex(4),
 ) -> Booted:
     """Make ``source`` the current state (``wakeful restore`` under the lease): a new
-    generation from it, the old chain ended and kept."""
+    generation from it, the old chain ended and kept.
+
+    An old chain that cannot be read to its end (a segment lost or damaged: the very case an
+    operator restores from) is left as it is, unended, with a warning: the new generation
+    follows the manifest's, so nothing reads the old one's keys again but a point-in-time
+    restore before the damage.
+    """
     run = _Boot(store, writer, destination, clock, nonce)
     for _ in range(BOOT_ATTEMPTS):
         manifest = store.manifests.read()
-        restored = store.restorer.current(destination + ".old", manifest) if manifest else None
-        remove_file(destination + ".old")
+        restored: Restored | None = None
+        if manifest is not None:
+            try:
+                restored = store.restorer.current(destination + ".old", manifest)
+            except ChainBroken as exc:
+                if exc.partial:
+                    remove_file(exc.partial)
+                run.warnings.append(
+                    f"generation {manifest.generation} cannot be read to its end ({exc}); it "
+                    "is left unended, kept for point-in-time restore up to that position"
+                )
+            finally:
+                remove_file(destination + ".old")
         booted = run.start_generation(source, origin, manifest, restored, store.current.head())
         if booted is not None:
             return booted
@@ -263,12 +280,13 @@ class _Boot:
         store, writer = self.store, self.writer
         generation = generation_id(writer.token, self.nonce())
         epoch = manifest.epoch + len(_lineage_after(manifest, restored)) + 1 if (
-            manifest and restored) else 1
+            manifest) else 1
         timestamp = self.clock()
         _, _, body = snapshot_of(source, timestamp)
         state_sha = sha256_file(source) if source else _EMPTY_SHA256
         extra_current = (current.version_id, current.etag) if current is not None else None
-        previous = restored.generation if restored else None
+        previous = restored.generation if restored else (
+            manifest.generation if manifest else None)
         store.segments.start(
             generation, body, writer, epoch, previous, origin, extra_current, state_sha,
         )

@@ -132,7 +132,10 @@ def rebuild(chain: ChainStore, store: DatabaseStore, point: Point, path: str) ->
         if point.at is None:
             raise
         raise NothingToRestore(_outside_the_window(chain, point.at)) from exc
-    gaps.check_end(chain, restored.generation, restored.txid)
+    if point.txid is None:
+        # The end, or a time: a lost position right after where the rebuild stopped would
+        # make it older than asked. A txid is exactly what was asked for.
+        gaps.check_end(chain, restored.generation, restored.txid)
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         raise NothingToRestore(
             f"{point.label()} is the empty database (txid {restored.txid} of generation "
@@ -178,10 +181,11 @@ class Reinstated:
     generation: str
     position: int
     current: Base
+    warnings: tuple[str, ...] = ()  # the old chain was damaged: left as it is, kept
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "source": self.rebuilt.as_json(),
+            "source": self.rebuilt.as_json(), "warnings": list(self.warnings),
             "generation": self.generation, "position": self.position,
             "current": {"version_id": self.current.version_id, "size": self.current.size,
                         "sha256": self.current.sha256},
@@ -210,16 +214,15 @@ def reinstate(
         rebuilt = rebuild(chain, store, point, os.path.join(folder, "restore.sqlite3"))
         hold.renew()
         writer = Writer(holder, hold.token)
+        warnings: list[str] = []
         try:
             _check_the_end(chain)
-            booted = start_from_file(chain, writer, rebuilt.path,
-                                     os.path.join(folder, "current.sqlite3"), origin=RESTORE)
         except ChainBroken as exc:
-            # Nothing is written before the old chain's end is read: its end record goes there.
-            raise ChainBroken(
-                exc.where, f"{exc.reason}; the old generation's end must be read to end it "
-                f"before {point.label()} can become current", exc.reached,
-            ) from exc
+            # A damaged chain is what an operator restores from: never a reason to refuse a
+            # good point, but said, and the damaged generation is kept as it is.
+            warnings.append(f"the chain before this restore is damaged: {exc}")
+        booted = start_from_file(chain, writer, rebuilt.path,
+                                 os.path.join(folder, "current.sqlite3"), origin=RESTORE)
         run = ChainWriter(chain, writer, booted, os.path.join(folder, "replica"))
         hold.renew()
         base = run.snapshot(reason=reason, backup=True)
@@ -227,7 +230,8 @@ def reinstate(
         hold.record_upload(_upload_record(chain, holder, hold.token, base, stopped.position,
                                           reason))
         store.prune_backups()
-    return Reinstated(rebuilt, booted.generation, stopped.position, base)
+    return Reinstated(rebuilt, booted.generation, stopped.position, base,
+                      (*warnings, *booted.warnings))
 
 
 def _check_the_end(chain: ChainStore) -> None:

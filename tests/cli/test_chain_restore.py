@@ -260,23 +260,49 @@ def test_a_corrupt_or_missing_segment_mid_chain_fails_verify_and_the_restore(
         assert f"good up to txid {first.txid}" in through.err
     assert ChainStore(BUCKET, KEY).read_manifest() == before
 
-    # A point before the bad position rebuilds (the dry run shows it), but it cannot become
-    # current while the old generation's end cannot be read to end it: refused, unchanged.
-    dry = run(chain_env, "restore", "--txid", str(first.txid), "--dry-run")
-    assert dry.code == 0, dry.err
-    assert f"{len(first.rows)} rows" in dry.out
-    before_it = run(chain_env, "restore", "--txid", str(first.txid))
-    assert before_it.code == 1
-    assert "the old generation's end must be read" in before_it.err and key in before_it.err
-    assert ChainStore(BUCKET, KEY).read_manifest() == before
-    assert LeaseTable(TABLE, LEASE).read().state == FREE
-
     s3.delete_object(Bucket=BUCKET, Key=key)
     missing = run(chain_env, "verify")
     assert missing.code == 1 and f"position {second.txid} is missing" in missing.err, missing
     assert run(chain_env, "restore", "--txid", str(third.txid)).code == 1
-    # Even a point well before the lost position: the old generation would end at the gap.
-    earlier = run(chain_env, "restore", "--txid", str(first.txid - 1))
-    assert earlier.code == 1
-    assert f"position {second.txid} is missing, yet position {third.txid}" in earlier.err
     assert ChainStore(BUCKET, KEY).read_manifest() == before
+    assert LeaseTable(TABLE, LEASE).read().state == FREE
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_a_good_point_before_the_damage_is_the_way_out_of_a_damaged_chain(
+    chain_env, agent_env, tmp_path, damage
+):
+    first, second, third = written(tmp_path / "a", stop=False)
+    s3 = boto3.client("s3")
+    key = segment_key(second.generation, second.txid)
+    if damage == "missing":
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    else:
+        body = bytearray(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        body[-20] ^= 0xFF
+        s3.put_object(Bucket=BUCKET, Key=key, Body=bytes(body),
+                      Metadata=s3.head_object(Bucket=BUCKET, Key=key)["Metadata"])
+    assert run(chain_env, "verify").code == 1
+
+    # The dry run shows the point; the restore makes it current and says the old chain is
+    # damaged (kept as it is), where refusing would leave no way back but by hand.
+    dry = run(chain_env, "restore", "--txid", str(first.txid), "--dry-run")
+    assert dry.code == 0, dry.err
+    assert f"{len(first.rows)} rows" in dry.out
+    restored = run(chain_env, "restore", "--txid", str(first.txid))
+    assert restored.code == 0, restored.err
+    assert "warning:" in restored.err and key in restored.err
+    assert chain_rows(tmp_path) == first.rows
+    assert current_object_rows(tmp_path) == first.rows
+    assert LeaseTable(TABLE, LEASE).read().state == FREE
+
+    # The next boot resumes the restored state: the damage behind it stops nothing.
+    env = env_for(agent_env, tmp_path, "next", WAKEFUL_REPLICATION="chain")
+    agent = AgentProcess(env, [sys.executable, IDLE], tmp_path, "next")
+    agent.wait_running()
+    assert "Chain booted: resumed" in agent.messages(), agent.output()
+    assert rows_in(Path(env["DB_LOCAL_PATH"])) == first.rows
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0, agent.output()
+    assert current_object_rows(tmp_path) == first.rows
+    assert not (third.rows - first.rows) & chain_rows(tmp_path)

@@ -88,7 +88,9 @@ def test_a_db_sync_bucket_is_adopted_and_a_corrupt_current_falls_back(store, tmp
     booted = boot(store, Writer("task-a", 1), str(tmp_path / "db.sqlite3"))
     assert booted.how == ADOPTED
     assert rows_of(tmp_path / "db.sqlite3") == {"plain-1", "plain-2"}
-    assert any("fails its check" in warning for warning in booted.warnings)
+    # An error for an operator to look at, not a passing warning; and K is rewritten.
+    assert any("falling back" in failure for failure in booted.failures)
+    assert booted.changed_since_snapshot
 
 
 def test_an_operators_upload_starts_a_new_generation_and_keeps_the_old_chain(store, tmp_path):
