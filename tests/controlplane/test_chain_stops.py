@@ -44,6 +44,7 @@ from tests.controlplane.conftest import build_plane, ecs_tasks, event
 from tests.controlplane.test_end_to_end import task_metadata  # noqa: F401 - a fixture
 from tests.fault_proxy import FaultProxy, fault_proxy
 from tests.replica.holder import Holder
+from wakeful_replica import cadence
 from wakeful_replica.chain import Writer
 from wakeful_replica.manifest import Manifest
 from wakeful_replica.store import ChainStore
@@ -267,10 +268,12 @@ def killed_holder(
     plane: ControlPlane, settings: Any, tmp_path: Path, syncs: int
 ) -> dict[str, Any]:
     """A task whose holder shipped ``syncs`` segments past its boot with the replica store,
-    then died: the manifest stays at the boot (it moves every 64 positions or 60 s)."""
+    then died: the manifest stays at the boot (it moves every 64 positions or 60 s, and with
+    each compaction: none here, so the probe has the whole run to cover)."""
     task, reservation = woken(plane)
     lease = AgentDouble(settings, task["taskArn"], tmp_path).acquire(reservation)
-    holder = Holder(ChainStore(BUCKET, KEY), task["taskArn"], lease.token, tmp_path / "holder")
+    holder = Holder(ChainStore(BUCKET, KEY), task["taskArn"], lease.token, tmp_path / "holder",
+                    policy=cadence.Policy(compaction_spans=()))
     for _ in range(syncs):
         holder.insert(3)
         holder.sync()
