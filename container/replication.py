@@ -170,9 +170,11 @@ class ChainSync:
         started = self._clock()
         appended = self._append(self.capture.read(), writer)
         if not appended and not len(writer.queue):
-            # Idle: no request, but a snapshot upload that finished is still published (and
-            # a corrupt ``K`` found at boot is replaced).
-            busy = self._uploading is not None or self._repair_current
+            # Idle: no request, but a snapshot upload that finished is still published, and
+            # one that came due (its age: the retention window) or a corrupt ``K`` found at
+            # boot is written.
+            busy = (self._uploading is not None or self._repair_current
+                    or writer.snapshot_due())
             published = busy and self._snapshot_step(writer, 0)
             self._retain(writer)
             return SyncedChain(0, 0, 0, published)

@@ -359,11 +359,12 @@ def test_segments_keep_shipping_while_a_periodic_snapshot_uploads(
     db.close()
     slow_for = 1.5
     with fault_proxy(moto_server.url) as proxy:
-        # The first sync ships the whole 2.4 MB: past half the database, a snapshot is due.
+        # The first sync ships the whole 2.4 MB as one full segment; a 2 s window makes a
+        # snapshot due a second later (one at least every half window).
         slow = proxy.delay(slow_for, _current_put, count=1)
         env = env_for(agent_env, tmp_path, "big", WAKEFUL_REPLICATION="chain",
                       AWS_ENDPOINT_URL_S3=proxy.url, WAKEFUL_SYNC_INTERVAL="0.2",
-                      WAKEFUL_LEASE_TTL="10")
+                      WAKEFUL_LEASE_TTL="10", WAKEFUL_RETENTION="2")
         log = tmp_path / "writes.log"
         agent = AgentProcess(env, writer(env, log), tmp_path, "big")
         agent.wait_running()
@@ -391,8 +392,10 @@ def test_a_snapshot_that_failed_is_written_at_the_stop_even_with_no_later_change
     db.close()
     with fault_proxy(moto_server.url) as proxy:
         refused = proxy.fail(503, _current_put)
+        # A 2 s window: a snapshot of the shipped file is due a second later.
         env = env_for(agent_env, tmp_path, "idle", WAKEFUL_REPLICATION="chain",
-                      AWS_ENDPOINT_URL_S3=proxy.url, WAKEFUL_SYNC_INTERVAL="0.2")
+                      AWS_ENDPOINT_URL_S3=proxy.url, WAKEFUL_SYNC_INTERVAL="0.2",
+                      WAKEFUL_RETENTION="2")
         agent = AgentProcess(env, [sys.executable, IDLE], tmp_path, "idle")
         agent.wait_running()
         wait_for(lambda: any(m.startswith("Failed to write a snapshot") for m in agent.messages()),
