@@ -23,8 +23,10 @@ up: setup
 lint: setup
 	$(PY) -m ruff check .
 
+# Two workers (one per core): most tests wait on real processes, moto and Terraform. A file's
+# tests stay on one worker, so its module fixtures (a Terraform apply) run once.
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(PY) bench/bench_agent.py
