@@ -240,7 +240,8 @@ class _Boot:
         store = self.store
         current = store.current.head()
         if current is None:
-            older = store.current.database.versions()
+            # Only a delete marker can hide older versions: the LIST is for that case alone.
+            older = store.current.database.versions() if store.objects.deleted(store.key) else []
             if older:
                 # A deleted current object is an accident far more often than a wish to
                 # start over: an empty chain started over it would hide every row.

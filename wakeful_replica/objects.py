@@ -89,6 +89,20 @@ class Objects:
             raise unavailable(f"head {key}", exc) from exc
         return _stored(key, response)
 
+    def deleted(self, key: str) -> bool:
+        """Whether ``key``'s current version is a delete marker (a versioned bucket keeps what
+        was there before): one HEAD, where listing the versions would be a LIST."""
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except aws.ClientError as exc:
+            if not missing(exc):
+                raise unavailable(f"head {key}", exc) from exc
+            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            return str(headers.get("x-amz-delete-marker", "")).lower() == "true"
+        except aws.TRANSPORT_ERRORS as exc:
+            raise unavailable(f"head {key}", exc) from exc
+        return False
+
     def get(self, key: str, version_id: str | None = None) -> Fetched | None:
         """The object's bytes and what S3 says of them; ``None`` when there is none."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
