@@ -116,6 +116,9 @@ class Manifest:
     retained: dict[str, int] = field(default_factory=dict)  # generation -> first kept position
     # generation -> compacted ranges (min, max txid) past its newest base (compaction.listed)
     compactions: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    # generation -> positions of full segments, where the writer's compactor restarted its
+    # alignment (retention finds the compaction keys aligned on them, without a LIST)
+    restarts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     etag: str | None = field(default=None, compare=False)
 
     @property
@@ -135,6 +138,7 @@ class Manifest:
             "retained": self.retained,
             "compactions": {gen: [list(item) for item in ranges]
                             for gen, ranges in self.compactions.items() if ranges},
+            "restarts": {gen: list(points) for gen, points in self.restarts.items() if points},
             "updated_at": time.time() if now is None else now,
         }, sort_keys=True).encode()
 
@@ -156,6 +160,8 @@ class Manifest:
             retained={str(k): int(v) for k, v in (raw.get("retained") or {}).items()},
             compactions={str(gen): tuple((int(a), int(b)) for a, b in ranges)
                          for gen, ranges in (raw.get("compactions") or {}).items()},
+            restarts={str(gen): tuple(int(point) for point in points)
+                      for gen, points in (raw.get("restarts") or {}).items()},
             etag=etag,
         )
 
@@ -170,6 +176,13 @@ class Manifest:
         history = (*others, base)
         moved = dataclasses.replace(self, snapshot=base, history=history)
         return moved.with_compactions(self.generation, ())
+
+    def with_restarts(self, generation: str, points: Iterable[int]) -> Manifest:
+        """This manifest also naming the full-segment positions ``points`` of ``generation``."""
+        merged = tuple(sorted({*self.restarts.get(generation, ()), *points}))
+        if not merged:
+            return self
+        return dataclasses.replace(self, restarts={**self.restarts, generation: merged})
 
     def with_compactions(
         self, generation: str, ranges: Iterable[tuple[int, int]]

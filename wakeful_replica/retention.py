@@ -72,7 +72,8 @@ def plan(
     compactions = tuple(
         (generation, a, b) for generation, first, last in delete
         for a, b in aligned([1, *(item.txid for item in manifest.history
-                                  if item.generation == generation)], first, last, spans)
+                                  if item.generation == generation),
+                             *manifest.restarts.get(generation, ())], first, last, spans)
     )
     return Plan(keep, tuple(delete), compactions)
 
@@ -111,10 +112,13 @@ def apply(store: ChainStore, chosen: Plan) -> Manifest:
         )
         retained = {generation: first for generation, first in seen.retained.items()
                     if epochs.get(generation, 0) >= floor}
+        restarts = {generation: points for generation, points in seen.restarts.items()
+                    if epochs.get(generation, 0) >= floor}
         if keep.txid > 1:
             retained[keep.generation] = max(retained.get(keep.generation, 1), keep.txid)
         return dataclasses.replace(
             seen, history=_kept(seen, keep, order), lineage=lineage, retained=retained,
+            restarts=restarts,
         )
 
     return store.manifests.update(change)

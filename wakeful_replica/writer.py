@@ -124,6 +124,7 @@ class ChainWriter:
         self.compactions = store.compactions
         self._compactor = _compactor(booted, self._page_size, self._commit, policy)
         self._compacted: list[Range] = []  # landed since the manifest last named them
+        self._restarts: list[int] = []  # full segments that landed: the compactor restarted
 
     # -- appending --------------------------------------------------------------------------
 
@@ -209,8 +210,17 @@ class ChainWriter:
             self.shipped_position = item.txid
             shipped += 1
             # Only now, landed with our token, may the position be part of a compaction.
-            due += self._compactor.landed(item.txid, ltx.decode(body)) if (
-                len(body) <= self._compactor.max_bytes) else self._compactor.skip(item.txid)
+            segment = ltx.decode(body)
+            if segment.header.is_snapshot:
+                # A full segment holds the whole state: runs align on it from the next
+                # position, so what follows it compacts whatever came before; the manifest
+                # names the restart for retention.
+                self._compactor.restart(item.txid)
+                self._restarts.append(item.txid)
+            elif len(body) <= self._compactor.max_bytes:
+                due += self._compactor.landed(item.txid, segment)
+            else:
+                due += self._compactor.skip(item.txid)
         if due and error is None:
             self._compact(due)
         if shipped and error is None:
@@ -231,7 +241,7 @@ class ChainWriter:
         since_position, since_time = self._manifest_at
         # A landed compaction moves the manifest too: named there, a restore reads it
         # instead of its positions, and probes only past it.
-        if self._compacted or cadence.manifest_due(
+        if self._compacted or self._restarts or cadence.manifest_due(
             self.policy, self.shipped_position - since_position, self._clock() - since_time
         ):
             with contextlib.suppress(StoreUnavailable):
@@ -240,6 +250,7 @@ class ChainWriter:
     def advance_manifest(self, stopped: Stop | None = None) -> Manifest:
         position = self.shipped_position
         compacted = tuple(self._compacted)
+        restarts = tuple(self._restarts)
 
         def change(seen: Manifest | None) -> Manifest:
             base = seen or self.manifest
@@ -247,11 +258,13 @@ class ChainWriter:
                 base, generation=self.generation, position=max(position, base.position)
                 if base.generation == self.generation else position,
                 token=self.writer.token, holder=self.writer.holder, stopped=stopped,
-            ).with_compactions(self.generation, compacted)
+            ).with_compactions(self.generation, compacted).with_restarts(
+                self.generation, restarts)
 
         self.manifest = self._guarded(lambda: self.store.manifests.update(change))
         self._manifest_at = (position, self._clock())
         del self._compacted[:len(compacted)]
+        del self._restarts[:len(restarts)]
         return self.manifest
 
     # -- snapshots --------------------------------------------------------------------------
@@ -416,6 +429,11 @@ def _compactor(
     positions only, from its claim (an empty segment it wrote at boot) on."""
     base = booted.snapshot.txid if (
         booted.snapshot is not None and booted.snapshot.generation == booted.generation) else 1
+    # A full segment after the base restarted the alignment of the holder that shipped it:
+    # align the same way, so retention finds every compaction key from the manifest alone.
+    restarts = [point for point in booted.manifest.restarts.get(booted.generation, ())
+                if base < point <= booted.position]
+    base = max([base, *restarts])
     if booted.how != RESUMED:
         return Compactor(base, booted.position + 1, policy.compaction_spans)
     compactor = Compactor(base, booted.position, policy.compaction_spans)

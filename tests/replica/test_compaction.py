@@ -227,9 +227,10 @@ def test_a_stale_holder_never_compacts_past_what_it_landed(store, tmp_path):
         Bucket=BUCKET, Prefix=f"{KEY}.wakeful/g/{generation}/c/").get("Contents", [])]
     ranges = sorted(tuple(int(part, 16) for part in os.path.basename(key)[:-4].split("-"))
                     for key in keys)
-    # A's own landed block is compacted (by A); the block holding A's queued position and
-    # B's claim never is, by either; B compacts only from its claim on.
-    assert ranges == [(2, 5), (10, 13), (14, 17)]
+    # A's own landed block is compacted (by A; aligned on its first full capture at 2); the
+    # block holding A's queued position and B's claim never is, by either; B compacts only
+    # from its claim on.
+    assert ranges == [(3, 6), (11, 14), (15, 18)]
     restored = store.restore(str(tmp_path / "r.db"))
     rows = rows_of(tmp_path / "r.db")
     assert b.acked <= rows and a.acked <= rows
