@@ -151,9 +151,7 @@ class AgentSettings:
     stop_grace: float
     stop_budget: float
     app_port: int | None
-    # As `aws s3 cp` does (it starts at 8 MiB): parts upload in parallel, so a stop's
-    # snapshot of a large database takes about what an `aws s3 cp` of it would.
-    multipart_threshold: int = 16 * _MiB
+    multipart_threshold: int = 128 * _MiB
     # What readiness asks of the app: an HTTP path that must answer below 500 (else a TCP
     # connect), on this host (the app's own loopback in its container).
     ready_path: str | None = None
@@ -193,7 +191,7 @@ class AgentSettings:
             app_port=_integer(env, "WAKEFUL_APP_PORT", 0, minimum=1) if port_raw else None,
             # S3's smallest part is 5 MiB.
             multipart_threshold=_integer(
-                env, "WAKEFUL_MULTIPART_THRESHOLD", 16 * _MiB, minimum=5 * _MiB
+                env, "WAKEFUL_MULTIPART_THRESHOLD", 128 * _MiB, minimum=5 * _MiB
             ),
             ready_path=_ready_path(env),
             ready_host=_get(env, "WAKEFUL_READY_HOST", "127.0.0.1") or "127.0.0.1",
