@@ -192,8 +192,14 @@ class ChainWriter:
 
     # -- shipping ---------------------------------------------------------------------------
 
-    def ship(self) -> Shipped:
-        """Write queued segments in order until the queue is empty or S3 does not answer."""
+    def ship(self, extras: bool = True) -> Shipped:
+        """Write queued segments in order until the queue is empty or S3 does not answer.
+
+        With ``extras``, then the compactions they completed and the manifest when it is due;
+        a stop's drain leaves them out, so nothing but its segments stands before the durable
+        point (the stop's manifest update comes after, and a run left uncompacted costs a
+        restore a few GETs, never a state).
+        """
         self._check_fence()
         shipped = 0
         error: StoreUnavailable | None = None
@@ -221,9 +227,9 @@ class ChainWriter:
                 due += self._compactor.landed(item.txid, segment)
             else:
                 due += self._compactor.skip(item.txid)
-        if due and error is None:
+        if due and error is None and extras:
             self._compact(due)
-        if shipped and error is None:
+        if shipped and error is None and extras:
             self._maybe_advance_manifest()
         return Shipped(shipped, len(self.queue), self.queue.overflowed, error)
 
@@ -241,7 +247,7 @@ class ChainWriter:
         since_position, since_time = self._manifest_at
         # A landed compaction moves the manifest too: named there, a restore reads it
         # instead of its positions, and probes only past it.
-        if self._compacted or self._restarts or cadence.manifest_due(
+        if self._compacted or cadence.manifest_due(
             self.policy, self.shipped_position - since_position, self._clock() - since_time
         ):
             with contextlib.suppress(StoreUnavailable):
@@ -376,7 +382,7 @@ class ChainWriter:
         """
         ends = self._clock() + deadline_s
         while True:
-            shipped = self.ship()
+            shipped = self.ship(extras=False)
             if not shipped.queued:
                 break
             error = shipped.error or StoreUnavailable("segments still queued at stop")
