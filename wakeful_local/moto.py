@@ -19,13 +19,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# One request at a time: DynamoDB applies conditional writes to one item one after another,
+# moto's threaded server does not (two racing conditional updates can both pass).
+_SERIAL = (
+    "import sys\n"
+    "from werkzeug.serving import run_simple\n"
+    "from moto.moto_server.threaded_moto_server import DomainDispatcherApplication\n"
+    "from moto.server import create_backend_app\n"
+    "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app),"
+    " threaded=False, use_reloader=False)\n"
+)
+
+
 class MotoServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, serial: bool = False) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.serial = serial
         self._process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
+        if self.serial:
+            return [sys.executable, "-c", _SERIAL, str(self.port)]
         return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
 
     def start(self, timeout: float = 30.0) -> MotoServer:

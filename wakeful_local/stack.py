@@ -81,7 +81,8 @@ class LocalStack:
         if not self.timings.app_port:
             self.timings = replace(self.timings, app_port=free_port())
         self._check_cancelled()
-        self.moto = MotoServer().start()
+        # Serial, as DynamoDB is for one item: racing wakes must not both reserve the lease.
+        self.moto = MotoServer(serial=True).start()
         self.say(f"moto server on {self.moto.url}")
         env = self.aws_env()
         self.names = resources.provision(
