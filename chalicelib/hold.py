@@ -15,9 +15,16 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from chalicelib.errors import WakefulError
+from chalicelib.errors import LeaseHeld, WakefulError
 from chalicelib.keeper import LeaseKeeper, Renewer
 from chalicelib.lease import Lease, LeaseTable
+
+
+def refusal(lease: Lease, now: float) -> LeaseHeld | None:
+    """The refusal a hold of ``lease`` would meet at ``now``: someone is live on it."""
+    if not lease.is_live(now):
+        return None
+    return LeaseHeld(lease.name, lease.holder, lease.state, lease.expires_at)
 
 
 def _ignore(_error: WakefulError) -> None:

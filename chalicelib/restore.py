@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from chalicelib import text
 from chalicelib.errors import LeaseHeld, WakefulError
 from chalicelib.files import Snapshot
-from chalicelib.hold import LeaseHold
+from chalicelib.hold import LeaseHold, refusal
 from chalicelib.integrity import fetch_verified
 from chalicelib.lease import Lease, LeaseTable
 from chalicelib.sources import label
@@ -112,10 +112,7 @@ class Preview:
     @property
     def refusal(self) -> LeaseHeld | None:
         """The refusal the restore would meet now: someone is live on the lease."""
-        lease = self.lease
-        if not lease.is_live(self.now):
-            return None
-        return LeaseHeld(lease.name, lease.holder, lease.state, lease.expires_at)
+        return refusal(self.lease, self.now)
 
     def as_json(self) -> dict[str, Any]:
         return {

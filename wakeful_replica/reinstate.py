@@ -39,7 +39,7 @@ import apsw
 from chalicelib import sources, text
 from chalicelib.errors import LeaseHeld, WakefulError
 from chalicelib.files import sha256_file
-from chalicelib.hold import LeaseHold
+from chalicelib.hold import LeaseHold, refusal
 from chalicelib.integrity import check, fetch_verified
 from chalicelib.lease import Lease, LeaseTable
 from chalicelib.sources import label as object_label
@@ -272,10 +272,7 @@ class Preview:
 
     @property
     def refusal(self) -> LeaseHeld | None:
-        lease = self.lease
-        if not lease.is_live(self.now):
-            return None
-        return LeaseHeld(lease.name, lease.holder, lease.state, lease.expires_at)
+        return refusal(self.lease, self.now)
 
     def as_json(self) -> dict[str, Any]:
         return {
