@@ -645,17 +645,11 @@ class Agent:
         budget_end = self._budget_end()
         budget = Budget(budget_end, self.deps.clocks.monotonic)
         self._budget = budget
-        def keep_trying() -> bool:
-            if self._signals >= 2:
-                self.log.error("Second signal: not retrying the upload")
-                return False
-            return True
-
         try:
             # Kept for the release (and the stop's record on the lease): a snapshot that
             # does not fit is skipped, never the release.
             reserve = min(RELEASE_RESERVE_SECONDS, self.settings.stop_budget / 4)
-            stopped = self.chain.stop(budget.remaining, keep_trying, reserve)
+            stopped = self.chain.stop(budget.remaining, self._keep_trying("upload"), reserve)
         except (FencingError, LeaseLost, *CHAIN_FENCING) as exc:
             self._stop_reason = str(exc)
             return self._abandon(app_running=False)
@@ -719,16 +713,20 @@ class Agent:
         # The lease is released: the backup copies one version and needs no lease.
         self.syncer.backup(info, call=lambda fn, what: call_within(fn, budget, what))
 
-    def _retry(self, action: Callable[[], Any], deadline: float, what: str) -> str:
-        """``ok``, ``lost`` (fence refused), or ``failed`` once the budget is spent."""
-        clocks = self.deps.clocks
-
+    def _keep_trying(self, what: str) -> Callable[[], bool]:
+        """Whether a stop's retries of ``what`` go on: not after a second signal."""
         def keep_trying() -> bool:
             if self._signals >= 2:
                 self.log.error(f"Second signal: not retrying the {what}")
                 return False
             return True
 
+        return keep_trying
+
+    def _retry(self, action: Callable[[], Any], deadline: float, what: str) -> str:
+        """``ok``, ``lost`` (fence refused), or ``failed`` once the budget is spent."""
+        clocks = self.deps.clocks
+        keep_trying = self._keep_trying(what)
         try:
             retry.within_budget(
                 action, deadline, clocks.monotonic, clocks.sleep, RETRYABLE,
