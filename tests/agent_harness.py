@@ -162,6 +162,24 @@ def s3_rows(
             db.close()
 
 
+def chain_rows(
+    folder: Path, bucket: str = "wakeful-test-db", key: str = "db.sqlite3"
+) -> list[int]:
+    """The chain restored by the library into ``folder``, as an operator's ``restore`` would
+    (no agent): its ``rows`` ids, after a full integrity check."""
+    from wakeful_replica.store import ChainStore
+
+    folder.mkdir(parents=True, exist_ok=True)
+    destination = folder / "restored.sqlite3"
+    ChainStore(bucket, key).restore(str(destination))
+    db = sqlite3.connect(destination)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return [row for (row,) in db.execute("SELECT id FROM rows ORDER BY id")]
+    finally:
+        db.close()
+
+
 def seed_database(path: Path, rows: int, pid: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path)

@@ -27,6 +27,7 @@ from container.wiring import Wiring, wire
 from tests.agent_harness import (
     IDLE,
     AgentProcess,
+    chain_rows,
     child_pid,
     commits,
     committed_ids,
@@ -47,19 +48,6 @@ SEGMENTS = KEY + ".wakeful/"
 
 def _env(base: dict[str, str], tmp_path: Path, name: str, **extra: str) -> dict[str, str]:
     return env_for(base, tmp_path, name, WAKEFUL_REPLICATION="chain", **extra)
-
-
-def _restored_rows(tmp_path: Path, name: str) -> list[int]:
-    """The chain restored by the library, as an operator's ``restore`` would (no agent)."""
-    destination = tmp_path / name / "restored.sqlite3"
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    ChainStore(BUCKET, KEY).restore(str(destination))
-    db = sqlite3.connect(destination)
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        return [row for (row,) in db.execute("SELECT id FROM rows ORDER BY id")]
-    finally:
-        db.close()
 
 
 def _local_rows(path: str) -> list[int]:
@@ -93,7 +81,7 @@ def test_graceful_stop_leaves_every_row_in_the_current_object_and_the_next_agent
 
     acknowledged = committed_ids(log)
     assert [row for row, _ in s3_rows()] == acknowledged  # the seed's `aws s3 cp` promise
-    assert _restored_rows(tmp_path, "check") == acknowledged
+    assert chain_rows(tmp_path / "check") == acknowledged
     assert any(m.startswith("Chain booted: fresh") for m in first.messages()), first.output()
     lease = lease_item()
     assert lease.state == "FREE"
@@ -134,7 +122,7 @@ def test_sigkill_loses_nothing_acknowledged_before_interval_plus_one_upload(agen
     if app is not None:
         with contextlib.suppress(ProcessLookupError):  # gone already with its agent
             os.kill(app, signal.SIGKILL)
-    restored = set(_restored_rows(tmp_path, "after-kill"))
+    restored = set(chain_rows(tmp_path / "after-kill"))
     # The guarantee: what was acknowledged more than one interval and one upload before the
     # kill is in the chain. The slack for one upload is generous (a loaded test machine).
     must_have = [row for row, at in commits(log) if at < killed_at - interval - one_upload]
@@ -183,7 +171,7 @@ def test_a_paused_holder_whose_write_lands_before_the_new_holders_first_write_lo
         assert b.wait() == 0, b.output()
     rows = {row for row, _ in s3_rows()}
     assert set(committed_ids(log_b)) <= rows
-    assert set(committed_ids(log_b)) <= set(_restored_rows(tmp_path, "check"))
+    assert set(committed_ids(log_b)) <= set(chain_rows(tmp_path / "check"))
 
 
 def test_steady_writing_sends_no_list_and_ships_only_the_changed_pages(
@@ -307,7 +295,7 @@ def test_segments_that_s3_did_not_take_ship_later_and_lose_nothing(
         assert any(m.startswith(queued) for m in agent.messages())
     acknowledged = committed_ids(log)
     assert [row for row, _ in s3_rows()] == acknowledged
-    assert _restored_rows(tmp_path, "check") == acknowledged
+    assert chain_rows(tmp_path / "check") == acknowledged
 
 
 def _wal_salt(path: str) -> bytes | None:
@@ -338,7 +326,7 @@ def test_the_wal_restarts_after_what_was_shipped_and_nothing_is_lost(agent_env, 
     assert not any(m.startswith("Capture reset") for m in agent.messages()), agent.output()
     acknowledged = committed_ids(log)
     assert [row for row, _ in s3_rows()] == acknowledged
-    assert _restored_rows(tmp_path, "check") == acknowledged
+    assert chain_rows(tmp_path / "check") == acknowledged
 
 
 def _current_put(request: Request) -> bool:
@@ -420,5 +408,5 @@ def test_download_after_a_crash_gives_the_chains_end_not_the_last_snapshot(agent
         env=_env(agent_env, tmp_path, "operator"), capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _local_rows(str(output)) == _restored_rows(tmp_path, "check")
+    assert _local_rows(str(output)) == chain_rows(tmp_path / "check")
     assert len(_local_rows(str(output))) > 0

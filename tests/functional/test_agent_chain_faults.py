@@ -10,14 +10,13 @@ acknowledged row restores, the lease was released inside the stop budget.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import time
-from pathlib import Path
 
 from tests.agent_harness import (
     AgentProcess,
     alive,
+    chain_rows,
     child_pid,
     commits,
     committed_ids,
@@ -26,21 +25,6 @@ from tests.agent_harness import (
     writer,
 )
 from tests.fault_proxy import fault_proxy, service
-from wakeful_replica.store import ChainStore
-
-BUCKET, KEY = "wakeful-test-db", "db.sqlite3"
-
-
-def _restored_rows(tmp_path: Path) -> list[int]:
-    destination = tmp_path / "restored" / "db.sqlite3"
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    ChainStore(BUCKET, KEY).restore(str(destination))
-    db = sqlite3.connect(destination)
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        return [row for (row,) in db.execute("SELECT id FROM rows ORDER BY id")]
-    finally:
-        db.close()
 
 
 def _shipped(agent: AgentProcess) -> bool:
@@ -73,7 +57,7 @@ def test_hanging_dynamodb_while_segments_ship_stops_the_app_before_the_lease_run
     assert stopped_at < expires_at + 1.0
     assert any("not renewed in time" in m for m in agent.messages()), agent.output()
     # Whatever the chain holds was written under the lease; the file is kept aside.
-    assert set(_restored_rows(tmp_path)) <= set(committed_ids(log))
+    assert set(chain_rows(tmp_path / "restored")) <= set(committed_ids(log))
     assert list((tmp_path / "app").glob("db.sqlite3.conflict.*"))
 
 
@@ -102,7 +86,7 @@ def test_slow_s3_at_stop_ships_the_final_segment_and_releases_inside_the_budget(
     assert code == 0, agent.output()
     # The final segment is the durable point: every acknowledged row restores from the chain,
     # though the snapshot of K did not fit in the budget (and says so).
-    assert _restored_rows(tmp_path) == committed_ids(log)
+    assert chain_rows(tmp_path / "restored") == committed_ids(log)
     messages = agent.messages()
     assert any(m.startswith("Snapshot skipped") for m in messages), agent.output()
     assert any(m.startswith("Backup skipped") for m in messages), agent.output()

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from tests.agent_harness import (
+    IDLE,
     AgentProcess,
+    chain_rows,
     committed_ids,
     put_object,
     s3_rows,
@@ -25,18 +27,6 @@ from wakeful_replica.store import ChainStore
 
 BUCKET, KEY = "wakeful-test-db", "db.sqlite3"
 REPLACER = str(Path(__file__).resolve().parent.parent / "apps" / "replacer.py")
-
-
-def _restored_rows(tmp_path: Path, name: str) -> list[int]:
-    destination = tmp_path / name / "db.sqlite3"
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    ChainStore(BUCKET, KEY).restore(str(destination))
-    db = sqlite3.connect(destination)
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        return [row for (row,) in db.execute("SELECT id FROM rows ORDER BY id")]
-    finally:
-        db.close()
 
 
 def _shipped_after(agent: AgentProcess, count: int) -> bool:
@@ -61,7 +51,7 @@ def test_an_app_that_replaces_its_database_file_is_shipped_whole_and_loudly(
     assert agent.wait() == 0, agent.output()
 
     # The state is the new file's, never a merge of the two.
-    assert _restored_rows(tmp_path, "restored") == list(range(1000, 1011))
+    assert chain_rows(tmp_path / "restored") == list(range(1000, 1011))
     assert [row for row, _ in s3_rows()] == list(range(1000, 1011))
     assert any(m.startswith("Capture reset") for m in agent.messages()), agent.output()
     assert '"level":"WARNING"' in agent.output()
@@ -84,15 +74,14 @@ def test_an_operators_copy_over_the_current_object_is_a_restore_at_the_next_boot
     put_object(good.read_bytes())
 
     env = {**agent_env, "DB_LOCAL_PATH": str(tmp_path / "second" / "db.sqlite3")}
-    second = AgentProcess(env, [sys.executable, "-c", "import time; time.sleep(60)"],
-                          tmp_path, "second")
+    second = AgentProcess(env, [sys.executable, IDLE], tmp_path, "second")
     second.wait_running()
     assert any("uploaded outside wakeful" in m for m in second.messages()), second.output()
     second.signal(signal.SIGTERM)
     assert second.wait() == 0, second.output()
 
     # The operator's rows are the current state, in the chain and in the current object.
-    assert _restored_rows(tmp_path, "restored") == list(range(1, 8))
+    assert chain_rows(tmp_path / "restored") == list(range(1, 8))
     assert [pid for _, pid in s3_rows()] == [42] * 7
     # The old chain is kept: its end is still restorable to the transaction.
     manifest = ChainStore(BUCKET, KEY).read_manifest()
